@@ -1,0 +1,127 @@
+"""The multi-level TGANv2 generator (tgan2 §3.3, Eq. 5-6, Fig. 1 and 3)."""
+from typing import List, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vidgan.config import N_LEVELS, ModelConfig
+from vidgan.models.image import RenderBlock, UpBlock
+from vidgan.models.subsample import FrameSubsampler
+from vidgan.models.temporal import ConvLSTMTemporalGenerator
+
+# Up blocks per level: three at level 1 (x8), one each at levels 2-4 (tgan2 Fig. 3).
+BLOCKS_PER_LEVEL = (3, 1, 1, 1)
+
+
+def channel_plan(clstm_ch: int, ch: int) -> List[int]:
+    """Widths along the six Up blocks: clstm_ch -> 16ch -> 8ch -> 4ch | 2ch | ch | ch."""
+    return [clstm_ch, 16 * ch, 8 * ch, 4 * ch, 2 * ch, ch, ch]
+
+
+def build_temporal_generator(cfg: ModelConfig) -> nn.Module:
+    if cfg.temporal == "convlstm":
+        return ConvLSTMTemporalGenerator(cfg.z_dim + cfg.n_classes, cfg.clstm_ch,
+                                         cfg.resolution // 64, cfg.clstm_layers)
+    raise ValueError(f"model.temporal='{cfg.temporal}' is not implemented")
+
+
+class Generator(nn.Module):
+    """Temporal generator, then four levels of Up blocks with a renderer per judged level.
+
+    ``train()``: returns the per-level videos x'_1..x'_L of Eq. (6), frames subsampled between
+    levels. ``eval()``: subsampling off, every block sees all frames and only one level is
+    rendered (Eq. 5), giving a dense (B, 3, T, H, W) video in [-1, 1].
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.z_dim, self.n_classes, self.n_frames = cfg.z_dim, cfg.n_classes, cfg.n_frames
+        self.levels_rendered = list(cfg.dis_levels)
+        self.batch_stride = 2 if cfg.subsample_batch else 1
+        self.temporal = build_temporal_generator(cfg)
+        widths = channel_plan(cfg.clstm_ch, cfg.ch)
+        self.levels = nn.ModuleList()
+        first = 0
+        for n_blocks in BLOCKS_PER_LEVEL:
+            self.levels.append(nn.ModuleList(
+                UpBlock(widths[i], widths[i + 1], cfg.n_classes)
+                for i in range(first, first + n_blocks)))
+            first += n_blocks
+        level_widths = [level[-1].c2.out_channels for level in self.levels]
+        # Only judged levels get a renderer: the naive baseline has none at levels 1-3 (§5.3).
+        self.renderers = nn.ModuleDict({
+            str(l): RenderBlock(level_widths[l - 1], cfg.n_classes) for l in self.levels_rendered})
+        self.subsamplers = nn.ModuleList(FrameSubsampler(s, self.batch_stride)
+                                         for s in cfg.subsample)
+
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """z ~ U[-1, 1]^z_dim (tgan2 §4.1), on the generator's device."""
+        device = generator.device if generator is not None else self.temporal.fc.weight.device
+        z = torch.rand(batch_size, self.z_dim, generator=generator, device=device) * 2 - 1
+        return z.to(self.temporal.fc.weight.device)
+
+    def _latent_frames(self, z: torch.Tensor, y: Optional[torch.Tensor], n_frames: int):
+        if self.n_classes > 0:
+            if y is None:
+                raise ValueError(f"this generator is conditional (n_classes={self.n_classes}): "
+                                 f"pass labels y of shape (B,)")
+            # tgan2 §4.6: the one-hot label is concatenated to z before the FC.
+            z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)
+        maps = self.temporal(z, n_frames)  # (B, C, T, h0, w0)
+        b, c, t, hh, ww = maps.shape
+        return maps.transpose(1, 2).reshape(b * t, c, hh, ww)  # frames folded: (B*T, C, h0, w0)
+
+    @staticmethod
+    def _frame_labels(y: Optional[torch.Tensor], n_frames: int) -> Optional[torch.Tensor]:
+        return None if y is None else y.repeat_interleave(n_frames)
+
+    def _render(self, level: int, h: torch.Tensor, b: int, t: int, y_frames) -> torch.Tensor:
+        x = self.renderers[str(level)](h, y_frames)  # (B*T, 3, H, W)
+        return x.view(b, t, *x.shape[1:]).transpose(1, 2)  # (B, 3, T, H, W)
+
+    def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None,
+                n_frames: Optional[int] = None, render_level: Optional[int] = None):
+        if self.training:
+            return self.forward_levels(z, y)
+        return self.forward_dense(z, y, n_frames, render_level)
+
+    def forward_levels(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        """Eq. (6): x'_l = g_l^R(g_l^A(S_{l-1}(... S_1(g_1^A(z))))) for every judged level l."""
+        b, t = z.shape[0], self.n_frames
+        h = self._latent_frames(z, y, t)
+        y_frames = self._frame_labels(y, t)
+        videos = []
+        for index, blocks in enumerate(self.levels):
+            level = index + 1
+            if index > 0:
+                h5 = self.subsamplers[index - 1](h.view(b, t, *h.shape[1:]), time_dim=1)
+                b, t = h5.shape[:2]
+                h = h5.reshape(b * t, *h5.shape[2:])
+                if y is not None:
+                    y = y[::self.batch_stride]
+                    y_frames = self._frame_labels(y, t)
+            for block in blocks:
+                h = block(h, y_frames)
+            if str(level) in self.renderers:
+                videos.append(self._render(level, h, b, t, y_frames))
+        return videos
+
+    def forward_dense(self, z: torch.Tensor, y: Optional[torch.Tensor] = None,
+                      n_frames: Optional[int] = None,
+                      render_level: Optional[int] = None) -> torch.Tensor:
+        """Eq. (5): all frames through g_1^A..g_l^A, rendered by g_l^R (default: last level).
+
+        ``n_frames`` may exceed the training length: the ConvLSTM rolls on.
+        """
+        level = render_level if render_level is not None else self.levels_rendered[-1]
+        if str(level) not in self.renderers:
+            raise ValueError(f"render_level={level}: this generator renders levels "
+                             f"{self.levels_rendered}")
+        b, t = z.shape[0], n_frames if n_frames is not None else self.n_frames
+        h = self._latent_frames(z, y, t)
+        y_frames = self._frame_labels(y, t)
+        for blocks in self.levels[:level]:
+            for block in blocks:
+                h = block(h, y_frames)
+        return self._render(level, h, b, t, y_frames)

@@ -1,0 +1,47 @@
+"""The stochastic frame-subsampling layer S_l (tgan2 §4.1, Eq. 8-9)."""
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+def draw_offset(s_t: int, n_frames: int, generator: Optional[torch.Generator] = None) -> int:
+    """b_t ~ U{0, ..., min(s_t, T_h) - 1} (Eq. 9).
+
+    The min keeps every level non-empty: with s_t = 4 and T_h = 1 the only offset is 0. (The
+    official code draws from {0..s_t-1} and crashes on the empty level that follows.) Drawn on
+    the CPU so it never syncs the device and is restored with the CPU RNG state on resume.
+    """
+    high = min(s_t, n_frames)
+    return int(torch.randint(high, (1,), generator=generator))
+
+
+def n_frames_after(n_frames: int, subsample: list) -> list:
+    """Frame count of every level: T, ceil(T/s_1), ceil(ceil(T/s_1)/s_2), ... (Eq. 8)."""
+    counts = [n_frames]
+    for s in subsample:
+        counts.append(-(-counts[-1] // s))
+    return counts
+
+
+class FrameSubsampler(nn.Module):
+    """Keeps frames tau = t * s_t + b_t (Eq. 9), i.e. ``h[:, b_t::s_t]`` along time.
+
+    With ``batch_stride > 1`` it also keeps every batch_stride-th sample (the official code's
+    optional batch subsampling). The same layer reduces generated features and real clips.
+    """
+
+    def __init__(self, s_t: int, batch_stride: int = 1):
+        super().__init__()
+        self.s_t, self.batch_stride = s_t, batch_stride
+
+    def forward(self, x: torch.Tensor, time_dim: int,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        b = draw_offset(self.s_t, x.shape[time_dim], generator)
+        index = [slice(None)] * x.dim()
+        index[0] = slice(None, None, self.batch_stride)
+        index[time_dim] = slice(b, None, self.s_t)
+        return x[tuple(index)]
+
+    def extra_repr(self) -> str:
+        return f"s_t={self.s_t}, batch_stride={self.batch_stride}"

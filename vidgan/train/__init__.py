@@ -1,0 +1,4 @@
+"""Training: losses, EMA, checkpoints and the loop."""
+from vidgan.train.loop import NonFiniteLossError, Trainer, train
+
+__all__ = ["Trainer", "train", "NonFiniteLossError"]

@@ -1,0 +1,279 @@
+"""The TGANv2 training loop: one D update (n_dis) then one G update per iteration."""
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from vidgan.config import Config, config_from_dict, to_dict, to_yaml
+from vidgan.data import build_dataset, build_loader, normalize
+from vidgan.data.targets import real_targets
+from vidgan.models import build_discriminator, build_generator
+from vidgan.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state,
+                                     save_checkpoint, set_rng_state)
+from vidgan.train.ema import make_ema, update_ema
+from vidgan.train.loss import d_loss, g_loss, r1_penalty
+from vidgan.video_io import gif_bytes, make_grid, to_uint8, write_mp4
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive iterations had a non-finite loss."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def linear_decay(base_lr: float, step: int, decay_iterations: int) -> float:
+    """lr decays linearly from base_lr to 0 over decay_iterations (tgan2 §5.2)."""
+    return base_lr * max(0.0, 1.0 - step / decay_iterations)
+
+
+class Trainer:
+    """Holds G, D, EMA, optimizers and the data stream of one run directory."""
+
+    def __init__(self, cfg: Config, resume: bool = False):
+        self.cfg = cfg
+        t = cfg.train
+        self.out_dir = Path(t.out_dir)
+        self.device = resolve_device(t.device)
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed)
+        random.seed(t.seed)
+        self.G = build_generator(cfg).to(self.device)
+        self.D = build_discriminator(cfg).to(self.device)
+        self.G_ema = make_ema(self.G)
+        adam = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
+        self.step = 0
+        self.nonfinite_streak = 0
+        self.nonfinite_total = 0
+        # Fixed noise for the sample grid, from its own generator: sampling never moves the
+        # training RNG, so a resumed run stays bitwise identical.
+        fixed = torch.Generator().manual_seed(t.seed + 1)
+        n = cfg.eval.sample_rows ** 2
+        self.z_fixed = (torch.rand(n, cfg.model.z_dim, generator=fixed) * 2 - 1).to(self.device)
+        self.y_fixed = (torch.arange(n, device=self.device) % cfg.model.n_classes
+                        if cfg.model.n_classes else None)
+        if resume:
+            self._resume()
+        self.dataset = build_dataset(cfg, "train")
+        if cfg.model.n_classes and len(self.dataset.classes) > cfg.model.n_classes:
+            raise ValueError(f"model.n_classes={cfg.model.n_classes} but data.root "
+                             f"'{cfg.data.root}' has {len(self.dataset.classes)} classes")
+        samples_per_step = t.n_dis * t.batch_size
+        self.loader = build_loader(self.dataset, cfg, start_sample=self.step * samples_per_step)
+        self.amp = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                    if t.amp == "bf16" else contextlib.nullcontext())
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
+                "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
+                "opt_D": self.opt_D.state_dict(), "step": self.step,
+                "nonfinite_total": self.nonfinite_total, "rng": rng_state(),
+                "config": to_dict(self.cfg)}
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.out_dir)
+        if path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.out_dir}/checkpoints")
+        state = load_checkpoint(path, map_location=self.device)
+        stored = config_from_dict(state["config"])
+        if stored.model != self.cfg.model:
+            raise ValueError(f"--resume: the model section of {path} differs from the config "
+                             f"given now; resume with the same model settings")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.step = state["step"]
+        self.nonfinite_total = state.get("nonfinite_total", 0)
+        set_rng_state(state["rng"])
+        tqdm.write(f"resumed from {path} at step {self.step}")
+
+    def save(self) -> Path:
+        return save_checkpoint(self.state_dict(), self.out_dir, self.step,
+                               self.cfg.train.keep_checkpoints)
+
+    # ------------------------------------------------------------------ step
+    def _set_lr(self) -> float:
+        lr = linear_decay(self.cfg.train.lr, self.step, self.cfg.train.lr_decay_iterations)
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def _labels(self, y: torch.Tensor) -> Optional[torch.Tensor]:
+        return y.to(self.device, non_blocking=True) if self.cfg.model.n_classes else None
+
+    def discriminator_step(self, video: torch.Tensor, y: Optional[torch.Tensor]) -> Dict:
+        m, loss_cfg = self.cfg.model, self.cfg.loss
+        real = normalize(video.to(self.device, non_blocking=True))  # (B, 3, T, H, W)
+        z = self.G.sample_z(real.shape[0])
+        with torch.no_grad(), self.amp:
+            fakes = self.G(z, y)  # conditional: fakes use the real batch's labels (class prior)
+        targets = [x.detach().requires_grad_(True) for x in
+                   real_targets(real, m.subsample, m.dis_levels, self.G.batch_stride)]
+        with self.amp:
+            real_logits = self.D(targets, y)
+            fake_logits = self.D(fakes, y)
+            adv = d_loss(real_logits, fake_logits, loss_cfg.combine)
+            r1 = r1_penalty(targets, real_logits)
+            loss = adv + loss_cfg.r1_weight * r1  # Eq. (10) added to the D loss
+        self.opt_D.zero_grad(set_to_none=True)
+        loss.backward()
+        ok = self._step_if_finite(self.opt_D, loss)
+        return {"loss/D": loss.detach(), "loss/R1": r1.detach(),
+                **{f"logits/real_L{l}": v.detach().float().mean()
+                   for l, v in zip(m.dis_levels, real_logits)},
+                **{f"logits/fake_L{l}": v.detach().float().mean()
+                   for l, v in zip(m.dis_levels, fake_logits)}}, ok
+
+    def generator_step(self, y: Optional[torch.Tensor]) -> Dict:
+        self.D.requires_grad_(False)  # no D weight gradients in the G step
+        with self.amp:
+            fakes = self.G(self.G.sample_z(self.cfg.train.batch_size), y)
+            loss = g_loss(self.D(fakes, y), self.cfg.loss.combine)
+        self.opt_G.zero_grad(set_to_none=True)
+        loss.backward()
+        self.D.requires_grad_(True)
+        ok = self._step_if_finite(self.opt_G, loss)
+        return {"loss/G": loss.detach()}, ok
+
+    @staticmethod
+    def _step_if_finite(opt: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+        if not torch.isfinite(loss):
+            opt.zero_grad(set_to_none=True)
+            return False
+        opt.step()
+        return True
+
+    def train_step(self, batches) -> Dict:
+        """One iteration: n_dis D updates, one G update, EMA update. Returns detached metrics."""
+        self.G.train()
+        metrics, finite = {}, True
+        for _ in range(self.cfg.train.n_dis):
+            video, y = next(batches)
+            y = self._labels(y)
+            d_metrics, ok = self.discriminator_step(video, y)
+            metrics.update(d_metrics)
+            finite &= ok
+        g_metrics, ok = self.generator_step(y)
+        metrics.update(g_metrics)
+        finite &= ok
+        update_ema(self.G_ema, self.G, self.cfg.train.ema_beta, self.step)
+        self.step += 1
+        if finite:
+            self.nonfinite_streak = 0
+        else:
+            self.nonfinite_streak += 1
+            self.nonfinite_total += 1
+        metrics["nonfinite_skipped"] = self.nonfinite_total
+        return metrics
+
+    # ---------------------------------------------------------------- output
+    @torch.no_grad()
+    def sample_grid(self) -> torch.Tensor:
+        """The fixed-z grid from the EMA generator, uint8 (3, T, H', W')."""
+        video = self.G_ema(self.z_fixed, self.y_fixed)
+        return make_grid(to_uint8(video).cpu(), self.cfg.eval.sample_rows)
+
+    def write_samples(self, writer: SummaryWriter) -> Path:
+        grid = self.sample_grid()
+        path = self.out_dir / "samples" / f"sample_{self.step:08d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(path, grid, fps=self.cfg.eval.fps)
+        add_gif(writer, "samples/ema_fixed_z", grid, self.step, self.cfg.eval.fps)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Path:
+        """Train until train.iterations; returns the final checkpoint's path.
+
+        SIGINT/SIGTERM finish the current iteration, write a checkpoint and return early.
+        """
+        t, ev = self.cfg.train, self.cfg.eval
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.yaml").write_text(to_yaml(self.cfg))
+        writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step)
+        stop = {"signal": None}
+
+        def on_signal(signum, _frame):
+            stop["signal"] = signum
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        batches = iter(self.loader)
+        bar = tqdm(total=t.iterations, initial=self.step, desc="train", dynamic_ncols=True)
+        last_time, last_step, path = time.perf_counter(), self.step, None
+        try:
+            while self.step < t.iterations and stop["signal"] is None:
+                lr = self._set_lr()
+                metrics = self.train_step(batches)
+                bar.update(1)
+                if self.nonfinite_streak >= t.max_nonfinite:
+                    path = self.save()
+                    raise NonFiniteLossError(
+                        f"{self.nonfinite_streak} consecutive iterations had a non-finite loss "
+                        f"(step {self.step}); stopped. State saved to {path}. Lower train.lr, "
+                        f"check the data, or raise train.max_nonfinite.")
+                if self.step % t.log_interval == 0 or self.step == t.iterations:
+                    now = time.perf_counter()
+                    its = (self.step - last_step) / max(now - last_time, 1e-9)
+                    last_time, last_step = now, self.step
+                    values = {k: float(v) for k, v in metrics.items()}
+                    values.update({"lr": lr, "it_per_s": its})
+                    for k, v in values.items():
+                        writer.add_scalar(k, v, self.step)
+                    bar.set_postfix({"D": f"{values['loss/D']:.3f}", "G": f"{values['loss/G']:.3f}",
+                                     "R1": f"{values['loss/R1']:.3g}", "it/s": f"{its:.2f}"})
+                if self.step % ev.sample_interval == 0:
+                    self.write_samples(writer)
+                if self.step % t.checkpoint_interval == 0:
+                    path = self.save()
+            if stop["signal"] is not None:
+                tqdm.write(f"received signal {stop['signal']}: writing a checkpoint")
+            if path is None or int(path.stem.split("_")[1]) != self.step:
+                path = self.save()
+            if self.step % ev.sample_interval != 0:
+                self.write_samples(writer)
+            tqdm.write(f"step {self.step}: checkpoint {path}")
+        finally:
+            bar.close()
+            writer.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        self.interrupted_by = stop["signal"]
+        return path
+
+
+def add_gif(writer: SummaryWriter, tag: str, video: torch.Tensor, step: int, fps: int) -> None:
+    """Log uint8 (3, T, H, W) as an animated GIF image summary.
+
+    SummaryWriter.add_video needs moviepy; TensorBoard itself plays GIF-encoded images, so we
+    encode with Pillow (a torchvision dependency) and write the summary proto directly.
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    image = Summary.Image(height=video.shape[2], width=video.shape[3], colorspace=3,
+                          encoded_image_string=gif_bytes(video, fps))
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]),
+                                          step)
+
+
+def train(cfg: Config, resume: bool = False) -> Trainer:
+    """Build a Trainer for ``cfg`` (resuming from its run directory if asked) and run it."""
+    trainer = Trainer(cfg, resume=resume)
+    trainer.run()
+    return trainer
