@@ -118,8 +118,6 @@ def naive_of(cfg: Config) -> Config:
 
 
 def format_table(cfg: Config, ours: dict, naive: dict) -> str:
-    levels = sorted({k for k in naive["G"]["macs"] if k != "other"} |
-                    {k for k in naive["D"]["macs"] if k != "other"})
     lines = [f"resolution {cfg.model.resolution}, T={cfg.model.n_frames}, "
              f"subsample={list(cfg.model.subsample)}, batch 1, training step (forward)",
              f"parameters: G {ours['params']['G'] / 1e6:.2f} M, D {ours['params']['D'] / 1e6:.2f} M,"
@@ -128,7 +126,9 @@ def format_table(cfg: Config, ours: dict, naive: dict) -> str:
              f"{'net':<4}{'level':<7}{'GMAC':>10}{'naive':>10}{'ratio':>8}"
              f"{'act MB':>10}{'naive':>10}{'ratio':>8}"]
     for net in ("G", "D"):
-        rows = levels + (["other"] if "other" in naive[net]["bytes"] else []) + ["total"]
+        used = {k for k in list(naive[net]["macs"]) + list(naive[net]["bytes"])
+                if naive[net]["macs"].get(k) or naive[net]["bytes"].get(k)}
+        rows = sorted(used - {"other"}) + (["other"] if "other" in used else []) + ["total"]
         for level in rows:
             def get(res, key):
                 d = res[net][key]

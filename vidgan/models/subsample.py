@@ -27,6 +27,11 @@ def n_frames_after(n_frames: int, subsample: list) -> list:
 class FrameSubsampler(nn.Module):
     """Keeps frames tau = t * s_t + b_t (Eq. 9), i.e. ``h[:, b_t::s_t]`` along time.
 
+    The output always has ceil(T_h / s_t) frames (Eq. 8). When T_h is not a multiple of s_t
+    and b_t > 0, the last index t * s_t + b_t falls past the end; that frame repeats the last
+    input frame. (``h[b_t::s_t]`` would drop it, making the count depend on b_t; the rule is
+    the same for generated and real clips, so it is no real/fake cue.)
+
     With ``batch_stride > 1`` it also keeps every batch_stride-th sample (the official code's
     optional batch subsampling). The same layer reduces generated features and real clips.
     """
@@ -37,11 +42,16 @@ class FrameSubsampler(nn.Module):
 
     def forward(self, x: torch.Tensor, time_dim: int,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        b = draw_offset(self.s_t, x.shape[time_dim], generator)
-        index = [slice(None)] * x.dim()
-        index[0] = slice(None, None, self.batch_stride)
-        index[time_dim] = slice(b, None, self.s_t)
-        return x[tuple(index)]
+        n_in = x.shape[time_dim]
+        b = draw_offset(self.s_t, n_in, generator)
+        n_out = -(-n_in // self.s_t)
+        x = x[::self.batch_stride]
+        if b + (n_out - 1) * self.s_t < n_in:  # the common case: a strided view, no copy
+            index = [slice(None)] * x.dim()
+            index[time_dim] = slice(b, None, self.s_t)
+            return x[tuple(index)]
+        taus = (torch.arange(n_out) * self.s_t + b).clamp_(max=n_in - 1)
+        return x.index_select(time_dim, taus.to(x.device))
 
     def extra_repr(self) -> str:
         return f"s_t={self.s_t}, batch_stride={self.batch_stride}"

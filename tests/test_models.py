@@ -1,0 +1,109 @@
+import pytest
+import torch
+from torch.nn import functional as F
+
+from tests.conftest import tiny_config
+from vidgan.config import load_config
+from vidgan.models import build_discriminator, build_generator
+from vidgan.models.discriminator import downsample
+from vidgan.profile import profile_step
+
+
+def test_eval_output_is_dense_and_bounded():
+    cfg = tiny_config("model.n_frames=8", "model.subsample=[4,4,4]")
+    G = build_generator(cfg)
+    G.train()
+    G(G.sample_z(3))  # one training pass so BN running statistics are not the init values
+    G.eval()
+    with torch.no_grad():
+        x = G(G.sample_z(3))
+        assert x.shape == (3, 3, 8, 64, 64)
+        assert x.min() >= -1 and x.max() <= 1
+        assert G(G.sample_z(2), n_frames=20).shape == (2, 3, 20, 64, 64)  # ConvLSTM rolls on
+        assert G(G.sample_z(2), render_level=2).shape == (2, 3, 8, 16, 16)
+
+
+def test_dense_rollout_extends_the_training_length():
+    """Frames 0..T-1 of a longer rollout equal the T-frame video (z only sets the state)."""
+    G = build_generator(tiny_config()).eval()
+    z = G.sample_z(2)
+    with torch.no_grad():
+        short, long = G(z), G(z, n_frames=12)
+    torch.testing.assert_close(long[:, :, :8], short)
+
+
+def test_sample_z_uniform_and_seeded():
+    G = build_generator(tiny_config())
+    z = G.sample_z(4096, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (4096, 8) and z.min() >= -1 and z.max() <= 1
+    assert abs(float(z.mean())) < 0.02 and abs(float(z.var()) - 1 / 3) < 0.02
+    assert torch.equal(z, G.sample_z(4096, generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("extra", [[], ["model.n_classes=3"], ["model.subsample=[4,4,4]"]])
+def test_every_parameter_gets_a_gradient(extra):
+    cfg = tiny_config(*extra)
+    G, D = build_generator(cfg).train(), build_discriminator(cfg).train()
+    y = torch.tensor([0, 1, 2, 1]) if cfg.model.n_classes else None
+    logits = D(G(G.sample_z(4), y), y)
+    sum(l.sum() for l in logits).backward()
+    for net in (G, D):
+        for name, p in net.named_parameters():
+            assert p.grad is not None, name
+            assert torch.count_nonzero(p.grad) > 0, name
+
+
+def test_conditional_requires_labels():
+    cfg = tiny_config("model.n_classes=3")
+    G = build_generator(cfg)
+    with pytest.raises(ValueError, match="conditional"):
+        G(G.sample_z(2))
+
+
+def test_conditional_label_changes_output():
+    cfg = tiny_config("model.n_classes=3")
+    G = build_generator(cfg).eval()
+    # give the class-conditional BN distinct gammas so the label matters in every block
+    for m in G.modules():
+        if isinstance(m, torch.nn.Embedding):
+            torch.nn.init.normal_(m.weight, 1.0, 0.5)
+    z = G.sample_z(1).expand(2, -1)
+    with torch.no_grad():
+        x = G(z, torch.tensor([0, 2]))
+    assert not torch.allclose(x[0], x[1])
+
+
+def test_downsample_rule():
+    """Fig. 4: kernel 2 on axes > 1, zero pad 1 on odd axes (zeros in the mean), size 1 kept."""
+    x = torch.arange(1, 4, dtype=torch.float32).view(1, 1, 3, 1, 1).expand(1, 1, 3, 1, 2)
+    out = downsample(x.contiguous())
+    assert out.shape == (1, 1, 2, 1, 1)
+    # T windows {pad, 1} and {2, 3}: means 0.5 and 2.5
+    torch.testing.assert_close(out.flatten(), torch.tensor([0.5, 2.5]))
+    assert downsample(torch.rand(1, 2, 1, 6, 6)).shape == (1, 2, 1, 3, 3)
+    assert downsample(torch.rand(1, 2, 4, 3, 1)).shape == (1, 2, 2, 2, 1)
+
+
+def _gmac(cfg, net):
+    return sum(profile_step(cfg)[net]["macs"].values()) / 1e9
+
+
+def test_parameter_count_matches_paper():
+    """tgan2 §5.2: about 2.0e8 parameters (G + D) for the UCF101 model."""
+    p = profile_step(load_config("ucf101_st2.yaml"))["params"]
+    assert 1.95e8 < p["G"] + p["D"] < 2.1e8
+
+
+@pytest.mark.parametrize("name, net, paper", [
+    ("ucf101_naive.yaml", "G", 45.07), ("ucf101_st2.yaml", "G", 28.91),
+    ("ucf101_st4.yaml", "G", 26.20), ("ucf101_naive.yaml", "D", 215.74)])
+def test_macs_match_table1(name, net, paper):
+    assert abs(_gmac(load_config(name), net) - paper) / paper < 0.01
+
+
+def test_single_discriminator_baseline_matches_table1():
+    """§5.3 naive baseline: one 3D D on the full-resolution video, 162.38 GMAC in Table 1."""
+    cfg = load_config("ucf101_naive.yaml", ["model.dis_levels=[4]"])
+    assert abs(_gmac(cfg, "D") - 162.38) / 162.38 < 0.01
+    G = build_generator(tiny_config("model.dis_levels=[4]"))
+    assert list(G.renderers) == ["4"]  # no low-resolution rendering blocks

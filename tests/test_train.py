@@ -1,0 +1,143 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY, tiny_config
+from vidgan.config import config_from_dict
+from vidgan.train import NonFiniteLossError, Trainer
+from vidgan.train.checkpoint import list_checkpoints, load_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cfg(tmp_path, root, *extra):
+    return tiny_config(f"data.root={root}", f"train.out_dir={tmp_path / 'run'}",
+                       "data.dataset=folder", "train.checkpoint_interval=1000",
+                       "eval.sample_interval=1000", *extra)
+
+
+def test_tiny_model_trains_30_iterations(tmp_path, synthetic_root):
+    cfg = _cfg(tmp_path, synthetic_root, "train.iterations=30", "train.checkpoint_interval=10",
+               "train.keep_checkpoints=2", "model.n_classes=4", "eval.sample_interval=15")
+    trainer = Trainer(cfg)
+    seen = []
+    batches = iter(trainer.loader)
+    for _ in range(30):
+        metrics = trainer.train_step(batches)
+        seen.append(metrics)
+    for m in seen:
+        for key in ("loss/D", "loss/G", "loss/R1"):
+            assert torch.isfinite(m[key]), key
+    assert seen[-1]["nonfinite_skipped"] == 0
+    # and through run(): checkpoints pruned to the last 2, samples written, config stored
+    trainer2 = Trainer(_cfg(tmp_path, synthetic_root, "train.iterations=20",
+                            "train.checkpoint_interval=5", "train.keep_checkpoints=2",
+                            "eval.sample_interval=10"))
+    final = trainer2.run()
+    run = tmp_path / "run"
+    assert [p.name for p in list_checkpoints(run)] == ["ckpt_00000015.pt", "ckpt_00000020.pt"]
+    assert final == list_checkpoints(run)[-1]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "sample_00000010.mp4", "sample_00000020.mp4"]
+    assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())
+    state = load_checkpoint(final)
+    assert config_from_dict(state["config"]) == trainer2.cfg and state["step"] == 20
+    assert not list((run / "checkpoints").glob(".*tmp"))  # no temp file left behind
+
+
+def _weights(trainer):
+    return {**{f"G.{k}": v for k, v in trainer.G.state_dict().items()},
+            **{f"D.{k}": v for k, v in trainer.D.state_dict().items()},
+            **{f"E.{k}": v for k, v in trainer.G_ema.state_dict().items()}}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_bitwise_identical(tmp_path, synthetic_root, workers):
+    extra = [f"data.num_workers={workers}", "train.n_dis=2", "model.n_classes=4"]
+    straight = Trainer(_cfg(tmp_path / "a", synthetic_root, "train.iterations=4", *extra))
+    straight.run()
+    first = Trainer(_cfg(tmp_path / "b", synthetic_root, "train.iterations=2", *extra))
+    first.run()
+    resumed = Trainer(_cfg(tmp_path / "b", synthetic_root, "train.iterations=4", *extra),
+                      resume=True)
+    assert resumed.step == 2
+    resumed.run()
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and the run is not trivially constant: weights moved away from the initialisation
+    init = _weights(Trainer(_cfg(tmp_path / "c", synthetic_root, *extra)))
+    assert not torch.equal(init["G.temporal.fc.weight"], a["G.temporal.fc.weight"])
+
+
+def test_resume_needs_a_checkpoint(tmp_path, synthetic_root):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(_cfg(tmp_path, synthetic_root), resume=True)
+
+
+def test_resume_rejects_a_different_model(tmp_path, synthetic_root):
+    Trainer(_cfg(tmp_path, synthetic_root, "train.iterations=1")).run()
+    with pytest.raises(ValueError, match="model section"):
+        Trainer(_cfg(tmp_path, synthetic_root, "model.ch=4"), resume=True)
+
+
+def test_nonfinite_losses_are_skipped_then_stop(tmp_path, synthetic_root):
+    cfg = _cfg(tmp_path, synthetic_root, "train.iterations=50", "train.max_nonfinite=3")
+    trainer = Trainer(cfg)
+    with torch.no_grad():  # a poisoned generator: every fake, hence every loss, is NaN
+        trainer.G.temporal.fc.bias.fill_(float("nan"))
+    d_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="3 consecutive"):
+        trainer.run()
+    assert trainer.step == 3 and trainer.nonfinite_total == 3
+    for k, v in trainer.D.state_dict().items():  # skipped steps did not touch D
+        if v.is_floating_point():
+            assert torch.equal(v, d_before[k]), k
+    assert list_checkpoints(tmp_path / "run")  # the state was saved before stopping
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "ckpt_00000001.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="could not be read"):
+        load_checkpoint(bad)
+    torch.save({"G": {}}, bad)
+    with pytest.raises(RuntimeError, match="lacks D"):
+        load_checkpoint(bad)
+
+
+def test_bf16_autocast_step_is_finite(tmp_path, synthetic_root):
+    trainer = Trainer(_cfg(tmp_path, synthetic_root, "train.amp=bf16"))
+    metrics = trainer.train_step(iter(trainer.loader))
+    assert torch.isfinite(metrics["loss/D"]) and torch.isfinite(metrics["loss/G"])
+
+
+def test_sigterm_writes_checkpoint_and_exits(tmp_path, synthetic_root):
+    run = tmp_path / "run"
+    args = [sys.executable, str(REPO / "train.py"), *TINY, f"data.root={synthetic_root}",
+            "data.dataset=folder", f"train.out_dir={run}", "train.iterations=100000",
+            "train.checkpoint_interval=100000", "eval.sample_interval=100000"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while not (run / "tb").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # let a few iterations run
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out.decode()[-2000:]
+    ckpts = list_checkpoints(run)
+    assert len(ckpts) == 1 and load_checkpoint(ckpts[0])["step"] > 0
+
+
+def test_cli_reports_config_errors():
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "model.n_frames=0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "model.n_frames=0" in proc.stderr
