@@ -1,6 +1,5 @@
 import pytest
 import torch
-from torch.nn import functional as F
 
 from tests.conftest import tiny_config
 from vidgan.config import load_config

@@ -20,7 +20,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vidgan.config import Config, load_config
-from vidgan.data.targets import real_targets
 from vidgan.models import build_discriminator, build_generator
 
 _aten = torch.ops.aten

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vidgan.config import N_LEVELS, ModelConfig
+from vidgan.config import ModelConfig
 from vidgan.models.image import RenderBlock, UpBlock
 from vidgan.models.subsample import FrameSubsampler
 from vidgan.models.temporal import ConvLSTMTemporalGenerator

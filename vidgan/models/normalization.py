@@ -3,7 +3,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 # Chainer's BatchNormalization defaults: eps 2e-5, running average decay 0.9 (momentum 0.1).
 BN_EPS = 2e-5

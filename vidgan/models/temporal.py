@@ -1,5 +1,4 @@
 """Temporal generators g_0: noise -> T latent maps (B, C, T, h0, w0) (tgan2 §4.1, Fig. 2)."""
-from typing import Optional
 
 import torch
 from torch import nn

@@ -6,7 +6,7 @@ import random
 import signal
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -57,6 +57,7 @@ class Trainer:
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
         self.step = 0
+        self.interrupted_by = None  # the signal number that stopped run(), if any
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         # Fixed noise for the sample grid, from its own generator: sampling never moves the
@@ -119,7 +120,8 @@ class Trainer:
     def _labels(self, y: torch.Tensor) -> Optional[torch.Tensor]:
         return y.to(self.device, non_blocking=True) if self.cfg.model.n_classes else None
 
-    def discriminator_step(self, video: torch.Tensor, y: Optional[torch.Tensor]) -> Dict:
+    def discriminator_step(self, video: torch.Tensor, y: Optional[torch.Tensor]
+                           ) -> Tuple[Dict, bool]:
         m, loss_cfg = self.cfg.model, self.cfg.loss
         real = normalize(video.to(self.device, non_blocking=True))  # (B, 3, T, H, W)
         z = self.G.sample_z(real.shape[0])
@@ -142,7 +144,7 @@ class Trainer:
                 **{f"logits/fake_L{l}": v.detach().float().mean()
                    for l, v in zip(m.dis_levels, fake_logits)}}, ok
 
-    def generator_step(self, y: Optional[torch.Tensor]) -> Dict:
+    def generator_step(self, y: Optional[torch.Tensor]) -> Tuple[Dict, bool]:
         self.D.requires_grad_(False)  # no D weight gradients in the G step
         with self.amp:
             fakes = self.G(self.G.sample_z(self.cfg.train.batch_size), y)
