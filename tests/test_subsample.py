@@ -80,3 +80,15 @@ def test_real_targets_pool_and_subsample():
     img = torch.rand(1, 3, 1, 64, 64)
     t1 = real_targets(img, [1, 1, 1], [1, 4])[0]
     assert torch.allclose(t1, img.view(1, 3, 1, 8, 8, 8, 8).mean(dim=(4, 6)), atol=1e-6)
+
+
+def test_batch_subsampling_through_generator_and_discriminator():
+    cfg = tiny_config("model.subsample_batch=true", "loss.combine=mean", "model.n_classes=3")
+    G, D = build_generator(cfg).train(), build_discriminator(cfg)
+    y = torch.tensor([0, 1, 2, 0])
+    videos = G(G.sample_z(4), y)
+    assert [v.shape[0] for v in videos] == [4, 2, 1, 1]
+    real = real_targets(torch.rand(4, 3, 8, 64, 64), cfg.model.subsample, cfg.model.dis_levels,
+                        batch_stride=2)
+    assert [r.shape for r in real] == [v.shape for v in videos]
+    assert [tuple(l.shape) for l in D(videos, y)] == [(4,), (2,), (1,), (1,)]
