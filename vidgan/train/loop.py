@@ -218,7 +218,8 @@ class Trainer:
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         batches = iter(self.loader)
         bar = tqdm(total=t.iterations, initial=self.step, desc="train", dynamic_ncols=True)
-        last_time, last_step, path = time.perf_counter(), self.step, None
+        last_time, last_step = time.perf_counter(), self.step
+        path, saved_step = None, None
         try:
             while self.step < t.iterations and stop["signal"] is None:
                 lr = self._set_lr()
@@ -243,10 +244,10 @@ class Trainer:
                 if self.step % ev.sample_interval == 0:
                     self.write_samples(writer)
                 if self.step % t.checkpoint_interval == 0:
-                    path = self.save()
+                    path, saved_step = self.save(), self.step
             if stop["signal"] is not None:
                 tqdm.write(f"received signal {stop['signal']}: writing a checkpoint")
-            if path is None or int(path.stem.split("_")[1]) != self.step:
+            if saved_step != self.step:
                 path = self.save()
             if self.step % ev.sample_interval != 0:
                 self.write_samples(writer)
