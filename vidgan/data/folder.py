@@ -101,8 +101,8 @@ class ClipSampler(Sampler):
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         epoch, offset = divmod(self.start, self.n)
         while True:
-            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(
-                self.seed * 1_000_003 + epoch)).tolist()
+            epoch_seed = self.seed * 1_000_003 + epoch
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed))
             for pos in range(offset, self.n):
-                yield perm[pos], (self.seed * 1_000_003 + epoch) * self.n + pos
+                yield int(perm[pos]), epoch_seed * self.n + pos
             epoch, offset = epoch + 1, 0
