@@ -87,6 +87,16 @@ class EvalConfig:
     sample_interval: int = 2000  # mp4 + TensorBoard sample of the fixed-z grid
     sample_rows: int = 4  # the grid is rows x rows clips
     fps: int = 8
+    # C3D scores (tgan2 §5.7, DESIGN §6). In-training evaluation runs every `interval`
+    # iterations when both weight files are set, on `n_samples` clips (one repeat); the full
+    # protocols are `python -m vidgan.evaluate`.
+    c3d_weights: str = ""  # conv3d_deepnetA_ucf.npz (TGANv2 release) or our converted .pt
+    c3d_mean: str = ""  # mean2.npz
+    interval: int = 10000
+    metrics: List[str] = field(default_factory=lambda: ["is", "fid"])
+    n_samples: int = 2048
+    batch_size: int = 32  # C3D batch
+    stats_dir: str = "data/c3d_stats"  # cached real-data statistics, keyed by a hash
 
 
 @dataclass
@@ -105,6 +115,8 @@ CHOICES = {
     "loss.combine": ("sum", "mean"),
     "train.amp": ("none", "bf16"),
 }
+
+METRICS = ("is", "fid", "ddm")
 
 
 def resolve_config_path(name_or_path: str) -> Path:
@@ -178,6 +190,9 @@ def validate(cfg: Config) -> None:
                         ("train.max_nonfinite", cfg.train.max_nonfinite),
                         ("train.lr_decay_iterations", cfg.train.lr_decay_iterations),
                         ("eval.sample_rows", cfg.eval.sample_rows), ("eval.fps", cfg.eval.fps),
+                        ("eval.interval", cfg.eval.interval),
+                        ("eval.n_samples", cfg.eval.n_samples),
+                        ("eval.batch_size", cfg.eval.batch_size),
                         ("data.frame_stride", cfg.data.frame_stride)):
         if value < 1:
             raise ConfigError(f"{name}={value}: must be an integer >= 1")
@@ -189,6 +204,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.ema_beta={cfg.train.ema_beta}: must be in [0, 1)")
     if len(cfg.train.betas) != 2:
         raise ConfigError(f"train.betas={list(cfg.train.betas)}: expected [beta1, beta2]")
+    unknown = [m for m in cfg.eval.metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"eval.metrics={list(cfg.eval.metrics)}: unknown {unknown}; "
+                          f"allowed: {', '.join(METRICS)}")
     for key, allowed in CHOICES.items():
         value = _getattr_path(cfg, key)
         if value not in allowed:

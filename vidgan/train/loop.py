@@ -84,7 +84,9 @@ class Trainer:
                 "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
                 "opt_D": self.opt_D.state_dict(), "step": self.step,
                 "nonfinite_total": self.nonfinite_total, "rng": rng_state(),
-                "config": to_dict(self.cfg)}
+                "config": to_dict(self.cfg),
+                # label names, so generate/evaluate can name classes without the dataset
+                "classes": list(getattr(self.dataset, "classes", []))}
 
     def _resume(self) -> None:
         path = latest_checkpoint(self.out_dir)
