@@ -141,3 +141,51 @@ def test_cli_reports_config_errors():
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "model.n_frames=0"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "model.n_frames=0" in proc.stderr
+
+
+# ------------------------------------------------------------------- real-data paths
+def _ucf_tree(tmp_path):
+    from data_prep.fake_ucf101 import add_bad_files, write_ucf101_tree
+    root = write_ucf101_tree(tmp_path / "ucf", groups=3, clips=1, n_frames=12, size=(48, 64))
+    return root, add_bad_files(root)
+
+
+def test_train_cli_starts_on_a_ucf101_tree_with_bad_files(tmp_path):
+    """The issue's acceptance run: ucf101_st4.yaml on a UCF101-shaped folder, bad files in."""
+    root, _ = _ucf_tree(tmp_path)
+    out = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith("data.num_workers")]
+    cmd = [sys.executable, "train.py", "--config", "ucf101_st4.yaml", f"data.root={root}",
+           *tiny, "data.num_workers=2", "data.max_bad_fraction=0.5", "train.iterations=2",
+           f"train.out_dir={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "8 videos, 6 excluded" in proc.stderr + proc.stdout
+    assert [p.name for p in list_checkpoints(out)] == ["ckpt_00000002.pt"]
+    # the default limit (5%) refuses this tree, naming the bad files, exit code 2
+    proc = subprocess.run(cmd[:-3] + [f"train.out_dir={out}2"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "v_ApplyEyeMakeup_g90_c01.avi: empty file" in proc.stderr
+
+
+def test_decode_failures_during_training_are_counted_then_stop(tmp_path):
+    from tests.test_data import corrupt_keeping_stat
+    from vidgan.data import DataError
+    root, _ = _ucf_tree(tmp_path)
+    cfg = tiny_config("data.dataset=ucf101", f"data.root={root}", "data.max_bad_fraction=0.5",
+                      f"train.out_dir={tmp_path / 'run'}", "train.iterations=2")
+    trainer = Trainer(cfg)  # indexes the tree; then one listed file goes bad behind its back
+    bad = "YoYo/v_YoYo_g02_c01.avi"
+    corrupt_keeping_stat(root / bad)
+    trainer.run()  # 2 iterations x batch 4 = one epoch: the bad file is drawn once
+    assert trainer.bad_files.keys() == {bad} and trainer.skipped_clips == 1
+    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["data_skips"] == {
+        "skipped_clips": 1, "bad_files": trainer.bad_files}
+    # one bad file in 8 is more than 5%: stop with its name, keeping the work done
+    cfg = tiny_config("data.dataset=ucf101", f"data.root={root}", "data.max_bad_fraction=0.5",
+                      f"train.out_dir={tmp_path / 'run2'}", "train.iterations=2")
+    trainer = Trainer(cfg)
+    trainer.cfg.data.max_bad_fraction = 0.05
+    with pytest.raises(DataError, match=f"(?s)1 of 8 videos are unusable.*{bad}") as err:
+        trainer.run()
+    assert "State saved to" in str(err.value) and list_checkpoints(tmp_path / "run2")

@@ -45,10 +45,23 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"
+    dataset: str = "synthetic"  # synthetic | folder | ucf101 | faceforensics
     root: str = "data/synthetic"
+    split: int = 1  # UCF101 split lists 1-3 (trainlist0N / testlist0N)
+    subset: str = "train"  # what training reads: train | test | all (faceforensics: also val)
     frame_stride: int = 1  # take every k-th frame of the source video
-    num_workers: int = 2
+    # Decode size (H, W); [] = each video's aspect kept, shorter side = model.resolution
+    # (UCF101 320x240 -> 256x192 at resolution 192, as the official HDF5 stored it).
+    resize: List[int] = field(default_factory=list)
+    crop_margin: int = 4  # training crops stay this many px from the left/right edge (official)
+    flip: bool = True  # random horizontal flip in training (tgan2 §5.1)
+    num_workers: int = 2  # DataLoader worker processes; each decodes whole clips
+    decode_threads: int = 1  # decord threads per reader; 1 is best with several workers
+    manifest: str = ""  # video index file; "" = <root>/vidgan_manifest.json
+    index_workers: int = 0  # parallel probes when indexing; 0 = CPU count
+    # Stop when more than this fraction of the videos is unusable (at indexing, or failing
+    # to decode during training); single bad files are skipped and reported.
+    max_bad_fraction: float = 0.05
     # synthetic dataset only: generated into `root` when it is missing
     synthetic_videos_per_class: int = 64
     synthetic_frames: int = 32
@@ -111,7 +124,8 @@ class Config:
 CHOICES = {
     "model.temporal": ("convlstm",),
     "model.discriminator": ("multi3d",),
-    "data.dataset": ("synthetic", "folder", "ucf101"),
+    "data.dataset": ("synthetic", "folder", "ucf101", "faceforensics"),
+    "data.subset": ("train", "val", "test", "all"),
     "loss.combine": ("sum", "mean"),
     "train.amp": ("none", "bf16"),
 }
@@ -196,6 +210,22 @@ def validate(cfg: Config) -> None:
                         ("data.frame_stride", cfg.data.frame_stride)):
         if value < 1:
             raise ConfigError(f"{name}={value}: must be an integer >= 1")
+    d = cfg.data
+    if d.dataset == "ucf101" and d.split not in (1, 2, 3):
+        raise ConfigError(f"data.split={d.split}: UCF101 has splits 1, 2 and 3")
+    if d.dataset == "ucf101" and d.subset == "val":
+        raise ConfigError("data.subset='val': UCF101 has no validation list; use train, test "
+                          "or all")
+    if d.resize and (len(d.resize) != 2 or min(d.resize) < m.resolution):
+        raise ConfigError(f"data.resize={list(d.resize)}: expected [] or [H, W] with both >= "
+                          f"model.resolution={m.resolution}")
+    for name, value in (("data.crop_margin", d.crop_margin), ("data.num_workers", d.num_workers),
+                        ("data.decode_threads", d.decode_threads),
+                        ("data.index_workers", d.index_workers)):
+        if value < 0:
+            raise ConfigError(f"{name}={value}: must be an integer >= 0")
+    if not 0.0 <= d.max_bad_fraction <= 1.0:
+        raise ConfigError(f"data.max_bad_fraction={d.max_bad_fraction}: must be in [0, 1]")
     if m.n_classes < 0:
         raise ConfigError(f"model.n_classes={m.n_classes}: must be >= 0 (0 = unconditional)")
     if cfg.train.iterations < 0:

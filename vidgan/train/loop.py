@@ -14,7 +14,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from vidgan.config import Config, config_from_dict, to_dict, to_yaml
-from vidgan.data import build_dataset, build_loader, normalize
+from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
+                         summarize_excluded)
 from vidgan.data.targets import real_targets
 from vidgan.models import build_discriminator, build_generator
 from vidgan.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state,
@@ -60,6 +61,10 @@ class Trainer:
         self.interrupted_by = None  # the signal number that stopped run(), if any
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
+        # Clips that failed to decode during training (the index already left out the files
+        # it could tell were bad): skip events, and the distinct files with their reason.
+        self.skipped_clips = 0
+        self.bad_files: Dict[str, str] = {}
         # Fixed noise for the sample grid, from its own generator: sampling never moves the
         # training RNG, so a resumed run stays bitwise identical.
         fixed = torch.Generator().manual_seed(t.seed + 1)
@@ -69,7 +74,13 @@ class Trainer:
                         if cfg.model.n_classes else None)
         if resume:
             self._resume()
-        self.dataset = build_dataset(cfg, "train")
+        self.dataset = build_dataset(cfg, cfg.data.subset, augment=True)
+        self.data_summary = (f"data: {cfg.data.dataset} '{cfg.data.root}' ({cfg.data.subset}): "
+                             f"{len(self.dataset)} videos, "
+                             f"{summarize_excluded(self.dataset.excluded)}")
+        tqdm.write(self.data_summary)
+        for path, reason in self.dataset.excluded[:20]:
+            tqdm.write(f"  excluded {path}: {reason}")
         if cfg.model.n_classes and len(self.dataset.classes) > cfg.model.n_classes:
             raise ValueError(f"model.n_classes={cfg.model.n_classes} but data.root "
                              f"'{cfg.data.root}' has {len(self.dataset.classes)} classes")
@@ -84,6 +95,8 @@ class Trainer:
                 "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
                 "opt_D": self.opt_D.state_dict(), "step": self.step,
                 "nonfinite_total": self.nonfinite_total, "rng": rng_state(),
+                "data_skips": {"skipped_clips": self.skipped_clips,
+                               "bad_files": dict(self.bad_files)},
                 "config": to_dict(self.cfg),
                 # label names, so generate/evaluate can name classes without the dataset
                 "classes": list(getattr(self.dataset, "classes", []))}
@@ -104,6 +117,9 @@ class Trainer:
         self.opt_D.load_state_dict(state["opt_D"])
         self.step = state["step"]
         self.nonfinite_total = state.get("nonfinite_total", 0)
+        skips = state.get("data_skips", {})
+        self.skipped_clips = skips.get("skipped_clips", 0)
+        self.bad_files = dict(skips.get("bad_files", {}))
         set_rng_state(state["rng"])
         tqdm.write(f"resumed from {path} at step {self.step}")
 
@@ -118,6 +134,21 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
         return lr
+
+    def record_skips(self, skipped) -> None:
+        """Count clips the loader skipped (another video was drawn in their place)."""
+        for path, reason in skipped:
+            self.skipped_clips += 1
+            if path not in self.bad_files:
+                self.bad_files[path] = reason
+                tqdm.write(f"warning: skipped {path}: {reason}")
+
+    def too_many_bad_files(self) -> Optional[DataError]:
+        limit = self.cfg.data.max_bad_fraction
+        if len(self.bad_files) > limit * len(self.dataset):
+            return bad_files_error(sorted(self.bad_files.items()), len(self.dataset), limit,
+                                   "(they failed to decode during training)")
+        return None
 
     def _labels(self, y: torch.Tensor) -> Optional[torch.Tensor]:
         return y.to(self.device, non_blocking=True) if self.cfg.model.n_classes else None
@@ -169,8 +200,10 @@ class Trainer:
         """One iteration: n_dis D updates, one G update, EMA update. Returns detached metrics."""
         self.G.train()
         metrics, finite = {}, True
-        for _ in range(self.cfg.train.n_dis):
-            video, y = next(batches)
+        # Fetch every batch first: a loader error then leaves the models untouched.
+        fetched = [next(batches) for _ in range(self.cfg.train.n_dis)]
+        for video, y, skipped in fetched:
+            self.record_skips(skipped)
             y = self._labels(y)
             d_metrics, ok = self.discriminator_step(video, y)
             metrics.update(d_metrics)
@@ -186,6 +219,8 @@ class Trainer:
             self.nonfinite_streak += 1
             self.nonfinite_total += 1
         metrics["nonfinite_skipped"] = self.nonfinite_total
+        metrics["data/skipped_clips"] = self.skipped_clips
+        metrics["data/bad_files"] = len(self.bad_files)
         return metrics
 
     # ---------------------------------------------------------------- output
@@ -213,6 +248,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "config.yaml").write_text(to_yaml(self.cfg))
         writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step)
+        excluded = "\n".join(f"    {p}: {r}" for p, r in self.dataset.excluded)
+        writer.add_text("data/index", f"    {self.data_summary}\n{excluded}", self.step)
         stop = {"signal": None}
 
         def on_signal(signum, _frame):
@@ -225,8 +262,15 @@ class Trainer:
         try:
             while self.step < t.iterations and stop["signal"] is None:
                 lr = self._set_lr()
-                metrics = self.train_step(batches)
+                try:
+                    metrics = self.train_step(batches)
+                except DataError as err:  # the loader gave up on a batch: keep the work
+                    raise DataError(f"{err}\nState saved to {self.save()}.") from None
                 bar.update(1)
+                data_error = self.too_many_bad_files()
+                if data_error is not None:
+                    path = self.save()
+                    raise DataError(f"{data_error}\nState saved to {path}.")
                 if self.nonfinite_streak >= t.max_nonfinite:
                     path = self.save()
                     raise NonFiniteLossError(
