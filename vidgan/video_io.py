@@ -67,3 +67,33 @@ def gif_bytes(video: torch.Tensor, fps: int = 8) -> bytes:
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
                    duration=int(1000 / fps), loop=0)
     return buf.getvalue()
+
+
+def frame_strip(video: torch.Tensor, pad: int = 1) -> torch.Tensor:
+    """(3, T, H, W) -> one (3, H, T*(W+pad)-pad) image: the frames side by side, left to right."""
+    c, t, h, w = video.shape
+    padded = torch.nn.functional.pad(video, (0, pad))  # zero (black) gap right of every frame
+    return padded.permute(0, 2, 1, 3).reshape(c, h, t * (w + pad))[:, :, :t * (w + pad) - pad]
+
+
+def _replace_atomically(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_png(path: str | os.PathLike, image: torch.Tensor) -> None:
+    """Write a uint8 (3, H, W) image as PNG (temporary name, then renamed)."""
+    from PIL import Image
+
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a uint8 image of shape (3, H, W), got {image.dtype} "
+                         f"{tuple(image.shape)}")
+    array = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
+    _replace_atomically(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def write_gif(path: str | os.PathLike, video: torch.Tensor, fps: int = 8) -> None:
+    """Write uint8 (3, T, H, W) as an animated GIF (temporary name, then renamed)."""
+    data = gif_bytes(video, fps)
+    _replace_atomically(Path(path), lambda tmp: tmp.write_bytes(data))
