@@ -1,0 +1,116 @@
+"""Random-clip throughput: our decord dataset against a plain PyAV seek-and-decode loader.
+
+    python -m benchmarks.bench_data [--videos 24 --frames 175 --clips 120 --rounds 3]
+
+Writes UCF101-like videos (320x240 MPEG-4 Part 2 in AVI with the XVID tag, 25 fps, ~7 s,
+keyframe interval 300 as XviD's default) to a temporary folder, then measures how many random
+16-frame training clips per second one process (= one DataLoader worker) produces:
+
+- ours: ``VideoClipDataset`` as training uses it (ucf101_st4 geometry: decode-time resize to
+  256x192, random 192x192 crop with the 4 px margin, random flip), reading the manifest;
+- PyAV: open, seek to the keyframe before the clip's start, decode forward, convert the 16
+  clip frames to RGB at 256x192 with swscale, same crop and flip.
+
+Both draw the same (video, start) sequence and run in alternating rounds in one process, so
+the ratio is measured under the same machine load.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep.fake_ucf101 import moving_frames, write_avi
+from vidgan.config import load_config
+from vidgan.data import build_dataset
+
+
+def write_videos(folder: Path, n: int, frames: int, gop: int) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_avi(folder / f"v_{i:03d}.avi", moving_frames(frames, 240, 320, rng), gop=gop)
+
+
+class PyAVClips:
+    """The baseline: everything a straightforward PyAV loader does for one random clip."""
+
+    def __init__(self, files, n_frames: int, size=(192, 256), crop: int = 192, margin: int = 4):
+        self.files, self.n_frames, self.size, self.crop, self.margin = files, n_frames, size, \
+            crop, margin
+
+    def clip(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        import av
+
+        with av.open(str(self.files[index])) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            fps, tb = float(stream.average_rate), stream.time_base
+            start = int(rng.integers(0, stream.frames - self.n_frames + 1))
+            container.seek(int(start / fps / tb), stream=stream, backward=True, any_frame=False)
+            out = []
+            for frame in container.decode(stream):
+                k = round(float(frame.pts * tb) * fps)
+                if k < start:
+                    continue
+                out.append(frame.to_ndarray(width=self.size[1], height=self.size[0],
+                                            format="rgb24"))
+                if len(out) == self.n_frames:
+                    break
+        frames = torch.from_numpy(np.stack(out))  # (T, H, W, 3)
+        left = int(rng.integers(self.margin, self.size[1] - self.crop - self.margin + 1))
+        clip = frames[:, :, left:left + self.crop]
+        if rng.random() < 0.5:
+            clip = clip.flip(2)
+        return clip.permute(3, 0, 1, 2).contiguous()
+
+
+def measure(fn, n: int, seed: int) -> float:
+    """Clips per second of ``fn(rng) -> clip`` over ``n`` clips."""
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        clip = fn(rng)
+        assert clip.shape == (3, 16, 192, 192), clip.shape
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=175, help="frames per video (~7 s)")
+    parser.add_argument("--gop", type=int, default=300, help="keyframe interval of the files")
+    parser.add_argument("--clips", type=int, default=120, help="clips per round per loader")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_videos(folder, args.videos, args.frames, args.gop)
+        cfg = load_config("ucf101_st4.yaml", ["data.dataset=folder", f"data.root={folder}"])
+        ours = build_dataset(cfg, "train", progress=False)  # indexes once, like training
+        pyav = PyAVClips([folder / f for f in ours.files], cfg.model.n_frames)
+        n = len(ours)
+        rates = {"ours": [], "pyav": []}
+        measure(lambda r: ours.read_clip(int(r.integers(n)), r), 5, 99)  # warm-up
+        measure(lambda r: pyav.clip(int(r.integers(n)), r), 5, 99)
+        for round_ in range(args.rounds):
+            rates["ours"].append(measure(lambda r: ours.read_clip(int(r.integers(n)), r),
+                                         args.clips, round_))
+            rates["pyav"].append(measure(lambda r: pyav.clip(int(r.integers(n)), r),
+                                         args.clips, round_))
+    print(f"{args.videos} videos 320x240 mpeg4/AVI, {args.frames} frames, gop {args.gop}; "
+          f"random 16-frame clips -> 192x192, one process")
+    for name, values in rates.items():
+        print(f"  {name:5s} {np.mean(values):7.1f} clips/s  (rounds: "
+              f"{', '.join(f'{v:.1f}' for v in values)})")
+    ratio = np.array(rates["ours"]) / np.array(rates["pyav"])
+    print(f"  ratio ours/pyav {ratio.mean():.2f} (per round: "
+          f"{', '.join(f'{r:.2f}' for r in ratio)})")
+
+
+if __name__ == "__main__":
+    main()
