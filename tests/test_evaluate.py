@@ -1,0 +1,169 @@
+"""The evaluation protocols and CLI (DESIGN §6) on a tiny generator, a random-weight C3D with
+the real architecture, and a 16-frame synthetic dataset. Sample counts are tiny."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from tests.conftest import tiny_config
+from vidgan.config import to_dict
+from vidgan.evaluate import (classify, evaluate_generator, generated_clips, load_real_stats,
+                             main, real_clips)
+from vidgan.metrics import C3D, inception_score, load_c3d, mean_cov, save_c3d
+from vidgan.models import build_discriminator, build_generator
+from vidgan.train.checkpoint import rng_state, save_checkpoint
+from vidgan.train.ema import make_ema
+
+
+@pytest.fixture(scope="session")
+def c3d_pt(tmp_path_factory):
+    """A converted-format C3D with He-normal random weights (logits vary with the input)."""
+    torch.manual_seed(0)
+    model = C3D()
+    for module in list(model.convs.values()) + list(model.fcs.values()):
+        torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        torch.nn.init.normal_(module.bias, std=0.01)
+    model.mean_offset.uniform_(8, 48)  # 128 - a mean in [80, 120]
+    return save_c3d(model, tmp_path_factory.mktemp("c3d") / "c3d_ucf101.pt")
+
+
+@pytest.fixture(scope="session")
+def c3d(c3d_pt):
+    return load_c3d(c3d_pt)
+
+
+@pytest.fixture(scope="session")
+def root16(tmp_path_factory):
+    """Synthetic videos with the 16 frames C3D needs (one per class)."""
+    from data_prep.synthetic import write_dataset
+    return write_dataset(tmp_path_factory.mktemp("synthetic16"), per_class=1, n_frames=16,
+                         size=64)
+
+
+@pytest.fixture(scope="session")
+def cfg(root16, tmp_path_factory):
+    # model.n_frames=8: the generator trains on 8 frames but is evaluated on 16
+    return tiny_config("model.n_frames=8", f"data.root={root16}",
+                       f"eval.stats_dir={tmp_path_factory.mktemp('stats')}")
+
+
+@pytest.fixture(scope="session")
+def checkpoint(cfg, tmp_path_factory):
+    torch.manual_seed(0)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    state = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": make_ema(G).state_dict(),
+             "opt_G": torch.optim.Adam(G.parameters()).state_dict(),
+             "opt_D": torch.optim.Adam(D.parameters()).state_dict(), "step": 5,
+             "config": to_dict(cfg), "rng": rng_state(), "classes": []}
+    return save_checkpoint(state, tmp_path_factory.mktemp("run"), step=5, keep=1)
+
+
+# ------------------------------------------------------------------ sampling
+@pytest.mark.parametrize("n_classes", [0, 4])
+def test_generated_clips_are_16_frames_clipped_and_reproducible(n_classes):
+    G = build_generator(tiny_config("model.n_frames=8", f"model.n_classes={n_classes}"))
+    assert G.training
+    batches = list(generated_clips(G, 3, 2, torch.device("cpu"), seed=1))
+    assert [b.shape for b in batches] == [(2, 3, 16, 64, 64), (1, 3, 16, 64, 64)]
+    assert all(b.abs().max() <= 1 for b in batches)
+    assert G.training  # mode restored
+    again = torch.cat(list(generated_clips(G, 3, 2, torch.device("cpu"), seed=1)))
+    other = torch.cat(list(generated_clips(G, 3, 2, torch.device("cpu"), seed=2)))
+    assert torch.equal(torch.cat(batches), again) and not torch.equal(again, other)
+
+
+def test_evaluate_generator_is_equals_the_score_of_its_clips(cfg, c3d):
+    G = build_generator(cfg)
+    scores = evaluate_generator(G, c3d, metrics=["is"], n_samples=2, batch_size=2,
+                                device="cpu", seed=3)
+    clips = torch.cat(list(generated_clips(G, 2, 2, torch.device("cpu"), seed=3)))
+    with torch.inference_mode():
+        probs = F.softmax(c3d(clips), dim=1).double().numpy()
+    assert set(scores) == {"is"}
+    assert scores["is"] == pytest.approx(inception_score(probs)[0], rel=1e-12)
+    assert 1.0 <= scores["is"] <= 2.0  # 2 samples: IS is at most 2
+
+
+def test_fid_and_ddm_need_real_statistics(cfg, c3d):
+    with pytest.raises(ValueError, match="load_real_stats"):
+        evaluate_generator(build_generator(cfg), c3d, metrics=["is", "fid"], n_samples=2,
+                           batch_size=2, device="cpu", seed=0)
+
+
+# ------------------------------------------------------------------ real statistics
+def test_real_stats_are_computed_once_then_read_from_the_cache(cfg, c3d):
+    stats = load_real_stats(cfg, c3d, ["fid", "ddm"], device="cpu", batch_size=2, n_clips=2)
+    assert stats.mu.shape == (4096,) and stats.cov.shape == (4096, 4096)
+    assert stats.test_logits.shape == (2, 101)
+    files = sorted(Path(cfg.eval.stats_dir).iterdir())
+    assert len(files) == 2  # one per split, keyed by a hash
+    mtimes = [p.stat().st_mtime_ns for p in files]
+
+    again = load_real_stats(cfg, c3d, ["fid", "ddm"], device="cpu", batch_size=2, n_clips=2)
+    assert [p.stat().st_mtime_ns for p in files] == mtimes
+    assert np.array_equal(again.mu, stats.mu) and np.array_equal(again.cov, stats.cov)
+
+    # the cached statistics are those of one clip per video (clip seed = position)
+    features, _ = classify(c3d, real_clips(cfg, "train", [(0, 0), (1, 1)], 2),
+                           torch.device("cpu"))
+    mu, cov = mean_cov(features)
+    np.testing.assert_allclose(stats.mu, mu, rtol=1e-6)
+    np.testing.assert_allclose(stats.cov, cov, rtol=1e-5, atol=1e-6 * np.abs(cov).max())
+
+    assert load_real_stats(cfg, c3d, ["is"], device="cpu") is None
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_end_to_end_writes_json_next_to_the_checkpoint(checkpoint, c3d_pt, capsys):
+    code = main(["--checkpoint", str(checkpoint), "--c3d-weights", str(c3d_pt),
+                 "--metrics", "is,fid,ddm", "--n-samples", "2", "--repeats", "2",
+                 "--stats-clips", "2", "--batch-size", "2", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    out = checkpoint.with_name(f"{checkpoint.stem}_eval_tgan2.json")
+    record = json.loads(out.read_text())
+    assert record["step"] == 5 and record["weights"] == "G_ema"
+    assert (record["protocol"], record["n_samples"], record["repeats"], record["splits"]) == \
+        ("tgan2", 2, 2, 1)
+    assert set(record["scores"]) == {"is", "fid", "ddm"}
+    for name, s in record["scores"].items():
+        assert len(s["values"]) == 2 and all(np.isfinite(s["values"]))
+        assert s["mean"] == pytest.approx(np.mean(s["values"]))
+        assert s["std"] == pytest.approx(np.std(s["values"]))  # over repeats, ddof 0
+    assert all(1.0 <= v <= 2.0 for v in record["scores"]["is"]["values"])
+    assert all(v > 0 for v in record["scores"]["fid"]["values"])
+    assert record["scores"]["is"]["values"][0] != record["scores"]["is"]["values"][1]  # fresh
+
+
+def test_cli_scores_real_clips(root16, c3d_pt, tmp_path):
+    out = tmp_path / "real.json"
+    code = main(["--real", "--config", "demo.yaml", "--c3d-weights", str(c3d_pt),
+                 "--metrics", "is", "--n-samples", "2", "--repeats", "1", "--batch-size", "2",
+                 "--device", "cpu", "--out", str(out), f"data.root={root16}",
+                 "model.n_frames=16", "data.num_workers=0", f"eval.stats_dir={tmp_path}"])
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["source"] == "real" and record["split"] == "train"
+    assert 1.0 <= record["scores"]["is"]["mean"] <= 2.0
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--c3d-weights", "{tmp}/missing.npz", "--c3d-mean", "{tmp}/mean2.npz"], "missing.npz"),
+    (["--c3d-weights", "{pt}", "--metrics", "is,kid"], "--metrics is,kid"),
+    (["--c3d-weights", "{pt}", "--n-samples", "0"], "--n-samples=0"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(checkpoint, c3d_pt, tmp_path, capsys, args,
+                                              fragment):
+    args = [a.format(tmp=tmp_path, pt=c3d_pt) for a in args]
+    code = main(["--checkpoint", str(checkpoint), "--device", "cpu"] + args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert fragment in err
+
+
+def test_cli_missing_checkpoint_is_exit_2(tmp_path, c3d_pt, capsys):
+    code = main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--c3d-weights", str(c3d_pt)])
+    err = capsys.readouterr().err
+    assert code == 2 and "ckpt.pt does not exist" in err and err.count("\n") == 1

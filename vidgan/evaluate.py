@@ -1,0 +1,436 @@
+"""Score a generator with the UCF101 C3D (tgan2 §5.7, TGAN §6.5, DESIGN §6).
+
+    python -m vidgan.evaluate --checkpoint CKPT --c3d-weights W.npz --c3d-mean mean2.npz \
+        --metrics is,fid,ddm --protocol tgan2
+    python -m vidgan.evaluate --real --config ucf101_st4.yaml --c3d-weights c3d_ucf101.pt
+    python -m vidgan.evaluate --save-stats --config ucf101_st4.yaml --c3d-weights c3d_ucf101.pt
+
+Protocols: ``tgan2`` = 2048 samples, IS with splits=1, repeated 10 times with fresh samples,
+mean ± std over the repeats; ``tgan`` = 10,000 samples, 4 repeats. FID compares fc7 features
+with the training split's statistics, DDM compares logits with the test split's; both are
+cached under ``eval.stats_dir`` keyed by a hash of what produced them (dataset, preprocessing,
+C3D weights). The Python API (``evaluate_generator``, ``load_real_stats``) is what the training
+loop calls; ``main`` is a thin CLI over it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from vidgan.config import METRICS, Config, ConfigError, config_from_dict, load_config, to_dict
+from vidgan.generate import load_generator, resolve_device
+from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
+from vidgan.metrics.c3d import N_FRAMES
+from vidgan.metrics.stats import mean_cov
+
+STATS_VERSION = 1  # bump when the statistics' definition changes; old cache files are ignored
+# data settings that change speed, not the clips; left out of the statistics' cache key
+PERFORMANCE_KEYS = ("num_workers", "decode_threads", "index_workers", "manifest",
+                    "max_bad_fraction")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    n_samples: int
+    repeats: int
+    splits: int = 1
+
+
+PROTOCOLS = {
+    "tgan2": Protocol(n_samples=2048, repeats=10),  # tgan2 §5.7 / official evaluation code
+    # TGAN §6.5 sample counts, with the TGANv2 preprocessing above. TGAN's own evaluation code
+    # (pfnet-research/tgan evaluation/calc_inception.py) resized differently (bicubic to 128,
+    # centre 112 crop, eps 1e-7), so its Table 4 numbers are comparable only approximately.
+    "tgan": Protocol(n_samples=10_000, repeats=4),
+}
+
+
+@dataclass
+class RealStats:
+    """What FID and DDM compare against: training-split fc7 (mean, covariance) (FID) and
+    test-split logits (DDM). A field is None when no requested metric needs it."""
+    mu: Optional[np.ndarray] = None  # (4096,) float64
+    cov: Optional[np.ndarray] = None  # (4096, 4096) float64
+    test_logits: Optional[np.ndarray] = None  # (N_test, 101) float32
+
+
+# ------------------------------------------------------------------ clips -> scores
+@torch.inference_mode()
+def classify(c3d: C3D, clips: Iterable[torch.Tensor], device: torch.device,
+             progress: Optional[tqdm] = None):
+    """(fc7 features (N, 4096), fc8 logits (N, 101)) as float32 numpy for batches of clips in
+    [-1, 1], (B, 3, 16, H, W)."""
+    features, logits = [], []
+    for x in clips:
+        f, y = c3d.extract(x.to(device, non_blocking=True))
+        features.append(f.cpu())
+        logits.append(y.cpu())
+        if progress is not None:
+            progress.update(len(x))
+    return torch.cat(features).numpy(), torch.cat(logits).numpy()
+
+
+def check_metrics(metrics: Sequence[str], real_stats: Optional[RealStats]) -> None:
+    """Fail before any sampling when a metric is unknown or its real statistics are missing."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"metrics {list(metrics)}: expected a non-empty subset of "
+                         f"{', '.join(METRICS)}")
+    if "fid" in metrics and (real_stats is None or real_stats.mu is None):
+        raise ValueError("FID needs the real training-split statistics (real_stats.mu, "
+                         "real_stats.cov); get them with load_real_stats")
+    if "ddm" in metrics and (real_stats is None or real_stats.test_logits is None):
+        raise ValueError("DDM needs the real test-split logits (real_stats.test_logits); "
+                         "get them with load_real_stats")
+
+
+def compute_scores(features: np.ndarray, logits: np.ndarray, metrics: Sequence[str],
+                   real_stats: Optional[RealStats] = None, splits: int = 1) -> Dict[str, float]:
+    """The requested metrics of one set of samples."""
+    check_metrics(metrics, real_stats)
+    out = {}
+    if "is" in metrics:
+        # softmax in fp32, then float64, as the official inception_score
+        probs = F.softmax(torch.from_numpy(logits), dim=1).double().numpy()
+        out["is"] = inception_score(probs, splits=splits)[0]
+    if "fid" in metrics:
+        out["fid"] = frechet_distance_to_features(real_stats.mu, real_stats.cov, features)
+    if "ddm" in metrics:
+        out["ddm"] = ddm(real_stats.test_logits, logits)
+    return out
+
+
+def generated_clips(G: nn.Module, n_samples: int, batch_size: int, device: torch.device,
+                    seed: int, n_classes: Optional[int] = None,
+                    n_frames: int = N_FRAMES) -> Iterator[torch.Tensor]:
+    """``n_samples`` dense clips (B, 3, n_frames, H, W) clipped to [-1, 1].
+
+    z ~ U[-1,1] and, for a conditional G, labels uniform over the classes: the class prior of
+    TGAN §6.5, which turns the conditional generator into one of the data distribution.
+    ``n_frames`` is 16 for C3D whatever the training length (the ConvLSTM rolls on).
+    """
+    n_classes = G.n_classes if n_classes is None else n_classes
+    rng = torch.Generator().manual_seed(seed)
+    was_training = G.training
+    G.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, n_samples, batch_size):
+                b = min(batch_size, n_samples - start)
+                z = G.sample_z(b, generator=rng).to(device)
+                y = torch.randint(n_classes, (b,), generator=rng).to(device) if n_classes else None
+                yield G(z, y, n_frames=n_frames).float().clamp_(-1.0, 1.0)
+    finally:
+        G.train(was_training)
+
+
+def evaluate_generator(G: nn.Module, c3d: C3D, *, metrics: Sequence[str], n_samples: int,
+                       batch_size: int, device: torch.device | str, seed: int,
+                       n_classes: Optional[int] = None, real_stats: Optional[RealStats] = None,
+                       n_frames: int = N_FRAMES, splits: int = 1,
+                       progress: Optional[tqdm] = None) -> Dict[str, float]:
+    """One repeat: ``n_samples`` fresh clips from ``G`` scored by ``c3d``; {metric: value}.
+
+    This is the in-training evaluation (one repeat of the tgan2 protocol when n_samples=2048).
+    ``G`` is put in eval mode for sampling and restored; fid/ddm need ``real_stats``.
+    """
+    check_metrics(metrics, real_stats)
+    device = torch.device(device)
+    clips = generated_clips(G, n_samples, batch_size, device, seed, n_classes, n_frames)
+    return compute_scores(*classify(c3d, clips, device, progress), metrics, real_stats, splits)
+
+
+def summarize(per_repeat: List[Dict[str, float]]) -> Dict[str, dict]:
+    """{metric: {mean, std (ddof 0), values}} over the repeats, as the papers report."""
+    return {name: {"mean": float(np.mean([r[name] for r in per_repeat])),
+                   "std": float(np.std([r[name] for r in per_repeat])),
+                   "values": [float(r[name]) for r in per_repeat]}
+            for name in per_repeat[0]}
+
+
+def run_protocol(make_clips: Callable[[int], Iterable[torch.Tensor]], c3d: C3D, *,
+                 metrics: Sequence[str], repeats: int, device: torch.device,
+                 real_stats: Optional[RealStats] = None, splits: int = 1,
+                 progress: Optional[tqdm] = None) -> Dict[str, dict]:
+    """Score ``make_clips(repeat)`` for each repeat (fresh samples each time) and summarize."""
+    check_metrics(metrics, real_stats)
+    per_repeat = [compute_scores(*classify(c3d, make_clips(r), device, progress), metrics,
+                                 real_stats, splits) for r in range(repeats)]
+    return summarize(per_repeat)
+
+
+# ------------------------------------------------------------------ real data
+def _eval_config(cfg: Config) -> Config:
+    """The config with 16-frame clips: C3D always sees 16 frames."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_frames=N_FRAMES))
+
+
+def real_clips(cfg: Config, split: str, keys: Sequence, batch_size: int) -> Iterator[torch.Tensor]:
+    """Real clips in [-1, 1], (B, 3, 16, H, W), for dataset keys ``(index, clip seed)``."""
+    from vidgan.data import build_dataset, normalize
+
+    # Centre crops, no flip: the evaluation view of the data (augment=False).
+    dataset = build_dataset(_eval_config(cfg), split, augment=False, progress=False)
+    workers = cfg.data.num_workers
+    # Its own generator, so scoring never draws from the training RNG (bitwise resume).
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=list(keys), num_workers=workers,
+                        prefetch_factor=4 if workers else None, generator=torch.Generator())
+    for batch in loader:  # (uint8 video (B, 3, 16, H, W), label, ...)
+        yield normalize(batch[0])
+
+
+def _dataset_len(cfg: Config, split: str) -> int:
+    from vidgan.data import build_dataset
+    return len(build_dataset(_eval_config(cfg), split, augment=False, progress=False))
+
+
+def random_real_keys(n_videos: int, n_samples: int, seed: int) -> List[tuple]:
+    """``n_samples`` random (video, clip seed) keys: videos drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    return list(zip(rng.integers(n_videos, size=n_samples).tolist(),
+                    rng.integers(2 ** 31, size=n_samples).tolist()))
+
+
+def c3d_fingerprint(c3d: C3D) -> str:
+    """sha256 of the classifier's tensors: the same for the release npz and our .pt."""
+    digest = hashlib.sha256()
+    for name, tensor in c3d.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def stats_identity(cfg: Config, split: str, n_clips: Optional[int], fingerprint: str) -> dict:
+    """Everything the cached statistics depend on: the data section (dataset kind, root, split
+    list, decode geometry; not worker counts), the file list with sizes, the preprocessing
+    (resolution, 16 frames, frame stride) and the C3D weights."""
+    from vidgan.data import build_dataset
+
+    dataset = build_dataset(_eval_config(cfg), split, augment=False, progress=False)
+    root = Path(cfg.data.root).resolve()
+    files = []
+    for f in getattr(dataset, "files", []):
+        path = Path(f) if Path(f).is_absolute() else root / f
+        name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        files.append([name, path.stat().st_size if path.is_file() else None])
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in PERFORMANCE_KEYS}
+    data["root"] = str(root)
+    return {"version": STATS_VERSION, "data": data, "split": split, "n_videos": len(dataset),
+            "files": files, "resolution": cfg.model.resolution, "n_frames": N_FRAMES,
+            "n_clips": n_clips, "c3d": fingerprint}
+
+
+def split_statistics(cfg: Config, c3d: C3D, split: str, *, device: torch.device | str,
+                     batch_size: Optional[int] = None, n_clips: Optional[int] = None,
+                     stats_dir: Optional[str | Path] = None, fingerprint: Optional[str] = None,
+                     progress: bool = False) -> dict:
+    """{'mu', 'cov', 'logits', 'path'} of one split, loaded from the cache or computed and saved.
+
+    One clip per video (clip seed = its position), or ``n_clips`` clips cycling over the videos.
+    """
+    device = torch.device(device)
+    fingerprint = fingerprint or c3d_fingerprint(c3d)
+    identity = stats_identity(cfg, split, n_clips, fingerprint)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(stats_dir or cfg.eval.stats_dir) / f"{cfg.data.dataset}_{split}_{key}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return {"mu": data["mu"], "cov": data["cov"] if data["cov"].size else None,
+                    "logits": data["logits"], "path": path}
+    n = n_clips or identity["n_videos"]
+    keys = [(k % identity["n_videos"], k) for k in range(n)]
+    bar = tqdm(total=n, desc=f"C3D stats {split}", unit="clip", disable=not progress)
+    with bar:
+        features, logits = classify(c3d, real_clips(cfg, split, keys, batch_size
+                                                    or cfg.eval.batch_size), device, bar)
+    mu, cov = mean_cov(features)
+    if split != "train":  # only FID's training-split covariance is used (134 MB in float64)
+        cov = np.zeros((0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, mu=mu, cov=cov, logits=logits, identity=json.dumps(identity))
+    tmp.replace(path)
+    return {"mu": mu, "cov": cov if cov.size else None, "logits": logits, "path": path}
+
+
+def load_real_stats(cfg: Config, c3d: C3D, metrics: Sequence[str], *,
+                    device: torch.device | str, batch_size: Optional[int] = None,
+                    n_clips: Optional[int] = None, stats_dir: Optional[str | Path] = None,
+                    progress: bool = False) -> Optional[RealStats]:
+    """Real statistics for ``metrics`` (None if none needs them), cached under stats_dir:
+    FID uses the training split (DESIGN §6), DDM the test split (Basart 2017 §3.2)."""
+    if "fid" not in metrics and "ddm" not in metrics:
+        return None
+    kw = dict(device=device, batch_size=batch_size, n_clips=n_clips, stats_dir=stats_dir,
+              fingerprint=c3d_fingerprint(c3d), progress=progress)
+    stats = RealStats()
+    if "fid" in metrics:
+        train = split_statistics(cfg, c3d, "train", **kw)
+        stats.mu, stats.cov = train["mu"], train["cov"]
+    if "ddm" in metrics:
+        stats.test_logits = split_statistics(cfg, c3d, "test", **kw)["logits"]
+    return stats
+
+
+# ------------------------------------------------------------------ CLI
+def _parse_metrics(text: str) -> List[str]:
+    metrics = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in metrics if m not in METRICS]
+    if not metrics or unknown:
+        raise ValueError(f"--metrics {text}: expected a comma-separated subset of "
+                         f"{','.join(METRICS)}")
+    return metrics
+
+
+def _config_with_overrides(stored: dict, overrides: Sequence[str]) -> Config:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. data.root=...")
+    merged = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(list(overrides)))
+    return config_from_dict(OmegaConf.to_container(merged))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m vidgan.evaluate",
+        description="Score a checkpoint (or real clips) with the UCF101 C3D: IS, FID, DDM.")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="a vidgan checkpoint (ckpt_XXXXXXXX.pt)")
+    source.add_argument("--real", action="store_true",
+                        help="score real clips of --split instead (IS upper bound, TGAN §6.5)")
+    p.add_argument("--config", help="config for the dataset (default: the checkpoint's)")
+    p.add_argument("--c3d-weights", help="conv3d_deepnetA_ucf.npz or a converted .pt "
+                                         "(default: eval.c3d_weights)")
+    p.add_argument("--c3d-mean", help="mean2.npz (needed with the npz; default: eval.c3d_mean)")
+    p.add_argument("--metrics", default="is,fid,ddm", help="comma-separated: is,fid,ddm")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="tgan2")
+    p.add_argument("--n-samples", type=int, help="clips per repeat (default: the protocol's)")
+    p.add_argument("--repeats", type=int, help="repeats with fresh samples (default: protocol's)")
+    p.add_argument("--batch-size", type=int, help="C3D/G batch (default: eval.batch_size)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="repeat r samples with seed + r")
+    p.add_argument("--no-ema", action="store_true", help="use G instead of the EMA weights G_ema")
+    p.add_argument("--split", choices=("train", "test", "all"), default="train",
+                   help="split scored by --real")
+    p.add_argument("--save-stats", action="store_true",
+                   help="compute and cache the real statistics FID/DDM need")
+    p.add_argument("--stats-clips", type=int,
+                   help="clips for the real statistics (default: one per video)")
+    p.add_argument("--out", help="result JSON (default: next to the checkpoint, "
+                                 "<stem>_eval_<protocol>.json)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. data.root=...")
+    return p
+
+
+def _run(args: argparse.Namespace) -> Optional[Path]:
+    if not (args.checkpoint or args.real or args.save_stats):
+        raise ValueError("nothing to do: give --checkpoint CKPT, --real or --save-stats")
+    for name in ("n_samples", "repeats", "batch_size", "stats_clips"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')}={value}: must be >= 1")
+    metrics = _parse_metrics(args.metrics)
+    protocol = PROTOCOLS[args.protocol]
+    n_samples = args.n_samples or protocol.n_samples
+    repeats = args.repeats or protocol.repeats
+    if "fid" in metrics and n_samples < 2:
+        raise ValueError(f"--n-samples={n_samples}: FID needs at least 2 samples")
+    device = resolve_device(args.device)
+
+    model = None
+    if args.checkpoint:
+        try:  # the model always as trained: its config and weights come from the checkpoint
+            model = load_generator(args.checkpoint, str(device), use_ema=not args.no_ema)
+        except RuntimeError as err:  # a damaged or foreign file: a user error, not a bug
+            raise ValueError(str(err)) from None
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    elif model is not None:
+        cfg = _config_with_overrides(to_dict(model.cfg), args.overrides)
+    else:
+        raise ValueError("--real/--save-stats need --config to name the dataset")
+
+    weights = args.c3d_weights or cfg.eval.c3d_weights
+    mean = args.c3d_mean or cfg.eval.c3d_mean or None
+    if not weights:
+        raise ValueError("no C3D weights: pass --c3d-weights (conv3d_deepnetA_ucf.npz with "
+                         "--c3d-mean mean2.npz, or a .pt from data_prep.convert_c3d) or set "
+                         "eval.c3d_weights")
+    c3d = load_c3d(weights, mean, device=device)
+    batch_size = args.batch_size or cfg.eval.batch_size
+
+    needs_stats = args.save_stats or "fid" in metrics or "ddm" in metrics
+    real_stats = None
+    if needs_stats:
+        stat_metrics = ["fid", "ddm"] if args.save_stats else metrics
+        real_stats = load_real_stats(cfg, c3d, stat_metrics, device=device, batch_size=batch_size,
+                                     n_clips=args.stats_clips, progress=True)
+        print(f"real statistics cached under {cfg.eval.stats_dir}", file=sys.stderr)
+    if not (args.checkpoint or args.real):
+        return None
+
+    bar = tqdm(total=n_samples * repeats, desc=f"evaluate ({args.protocol})", unit="clip")
+    record = {"protocol": args.protocol, "n_samples": n_samples, "repeats": repeats,
+              "splits": protocol.splits, "seed": args.seed, "c3d_weights": str(weights),
+              "c3d_mean": str(mean) if mean else None, "metrics": metrics}
+    with bar:
+        if args.real:
+            n_videos = _dataset_len(cfg, args.split)
+
+            def make_clips(r: int):
+                keys = random_real_keys(n_videos, n_samples, args.seed + r)
+                return real_clips(cfg, args.split, keys, batch_size)
+            record.update(source="real", dataset=cfg.data.dataset, root=cfg.data.root,
+                          split=args.split)
+        else:
+            G = model.G.requires_grad_(False)
+
+            def make_clips(r: int):
+                return generated_clips(G, n_samples, batch_size, device, args.seed + r)
+            record.update(source="generator", checkpoint=str(args.checkpoint),
+                          step=model.step, weights=model.weights)
+        record["scores"] = run_protocol(make_clips, c3d, metrics=metrics, repeats=repeats,
+                                        device=device, real_stats=real_stats,
+                                        splits=protocol.splits, progress=bar)
+
+    if args.out:
+        out = Path(args.out)
+    elif args.checkpoint:
+        ckpt = Path(args.checkpoint)
+        out = ckpt.with_name(f"{ckpt.stem}_eval_{args.protocol}.json")
+    else:
+        out = Path(cfg.eval.stats_dir) / f"real_{cfg.data.dataset}_{args.split}_eval_{args.protocol}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    for name, s in record["scores"].items():
+        print(f"{name}: {s['mean']:.4f} ± {s['std']:.4f} ({repeats} x {n_samples} samples)")
+    print(f"wrote {out}")
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _run(args)
+    except (ConfigError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
