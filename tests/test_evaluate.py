@@ -167,3 +167,46 @@ def test_cli_missing_checkpoint_is_exit_2(tmp_path, c3d_pt, capsys):
     code = main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--c3d-weights", str(c3d_pt)])
     err = capsys.readouterr().err
     assert code == 2 and "ckpt.pt does not exist" in err and err.count("\n") == 1
+
+
+def test_in_training_evaluation_logs_scores(cfg, c3d_pt, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vidgan.config import config_from_dict
+    from vidgan.train import Trainer
+
+    data = to_dict(cfg)
+    data["train"].update(iterations=2, out_dir=str(tmp_path / "run"), checkpoint_interval=100)
+    data["eval"].update(c3d_weights=str(c3d_pt), interval=2, n_samples=4, batch_size=4,
+                        metrics=["is", "fid"])
+    trainer = Trainer(config_from_dict(data))
+    trainer.run()
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    assert {"eval/is", "eval/fid"} <= set(events.Tags()["scalars"])
+    (is_event,) = events.Scalars("eval/is")
+    assert is_event.step == 2 and 1.0 <= is_event.value <= 101.0
+    # the logged IS is the score of the EMA generator's clips for seed train.seed + step
+    again = evaluate_generator(trainer.G_ema, trainer.c3d, metrics=["is"], n_samples=4,
+                               batch_size=4, device="cpu", seed=cfg.train.seed + 2)
+    assert again["is"] == pytest.approx(is_event.value, rel=1e-5)
+
+
+def test_training_without_c3d_weights_warns_once(cfg, tmp_path, capsys):
+    from vidgan.config import config_from_dict
+    from vidgan.train import Trainer
+
+    data = to_dict(cfg)
+    data["train"].update(out_dir=str(tmp_path / "run"))
+    trainer = Trainer(config_from_dict(data))
+    assert trainer.c3d is None
+    assert capsys.readouterr().out.count("eval.c3d_weights is not set") == 1
+
+
+def test_training_with_a_missing_c3d_file_fails_at_start(cfg, tmp_path):
+    from vidgan.config import config_from_dict
+    from vidgan.train import Trainer
+
+    data = to_dict(cfg)
+    data["eval"].update(c3d_weights=str(tmp_path / "nope.pt"))
+    with pytest.raises(FileNotFoundError, match="nope.pt does not exist"):
+        Trainer(config_from_dict(data))

@@ -84,10 +84,26 @@ class Trainer:
         if cfg.model.n_classes and len(self.dataset.classes) > cfg.model.n_classes:
             raise ValueError(f"model.n_classes={cfg.model.n_classes} but data.root "
                              f"'{cfg.data.root}' has {len(self.dataset.classes)} classes")
+        self.c3d, self.real_stats = self._load_c3d(), None
         samples_per_step = t.n_dis * t.batch_size
         self.loader = build_loader(self.dataset, cfg, start_sample=self.step * samples_per_step)
         self.amp = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if t.amp == "bf16" else contextlib.nullcontext())
+
+    def _load_c3d(self):
+        """The C3D classifier for in-training scores, or None (with one warning) if unset.
+
+        Loaded now, so a wrong path fails at start-up rather than at the first evaluation.
+        """
+        ev = self.cfg.eval
+        if not ev.c3d_weights:
+            tqdm.write("warning: eval.c3d_weights is not set, so the in-training C3D scores "
+                       f"({', '.join(ev.metrics)}) are off; set eval.c3d_weights (and "
+                       "eval.c3d_mean for the release npz) to log them every eval.interval "
+                       "iterations")
+            return None
+        from vidgan.metrics import load_c3d
+        return load_c3d(ev.c3d_weights, ev.c3d_mean or None, device=self.device)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -238,6 +254,24 @@ class Trainer:
         add_gif(writer, "samples/ema_fixed_z", grid, self.step, self.cfg.eval.fps)
         return path
 
+    def evaluate(self, writer: SummaryWriter) -> Dict[str, float]:
+        """One repeat of the tgan2 protocol on ``eval.n_samples`` clips of the EMA generator,
+        logged as eval/<metric>. Real statistics are computed (or read from the cache) once."""
+        from vidgan.evaluate import evaluate_generator, load_real_stats
+
+        ev = self.cfg.eval
+        if self.real_stats is None:
+            self.real_stats = load_real_stats(self.cfg, self.c3d, ev.metrics, device=self.device,
+                                              batch_size=ev.batch_size, progress=True)
+        scores = evaluate_generator(self.G_ema, self.c3d, metrics=ev.metrics,
+                                    n_samples=ev.n_samples, batch_size=ev.batch_size,
+                                    device=self.device, seed=self.cfg.train.seed + self.step,
+                                    real_stats=self.real_stats)
+        for name, value in scores.items():
+            writer.add_scalar(f"eval/{name}", value, self.step)
+        tqdm.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        return scores
+
     # ------------------------------------------------------------------ loop
     def run(self) -> Path:
         """Train until train.iterations; returns the final checkpoint's path.
@@ -289,6 +323,8 @@ class Trainer:
                                      "R1": f"{values['loss/R1']:.3g}", "it/s": f"{its:.2f}"})
                 if self.step % ev.sample_interval == 0:
                     self.write_samples(writer)
+                if self.c3d is not None and self.step % ev.interval == 0:
+                    self.evaluate(writer)
                 if self.step % t.checkpoint_interval == 0:
                     path, saved_step = self.save(), self.step
             if stop["signal"] is not None:
