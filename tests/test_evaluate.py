@@ -10,8 +10,8 @@ from torch.nn import functional as F
 
 from tests.conftest import tiny_config
 from vidgan.config import to_dict
-from vidgan.evaluate import (classify, evaluate_generator, generated_clips, load_real_stats,
-                             main, real_clips)
+from vidgan.evaluate import (classify, eval_dataset, evaluate_generator, generated_clips,
+                             load_real_stats, main, real_clips)
 from vidgan.metrics import C3D, inception_score, load_c3d, mean_cov, save_c3d
 from vidgan.models import build_discriminator, build_generator
 from vidgan.train.checkpoint import rng_state, save_checkpoint
@@ -107,7 +107,7 @@ def test_real_stats_are_computed_once_then_read_from_the_cache(cfg, c3d):
     assert np.array_equal(again.mu, stats.mu) and np.array_equal(again.cov, stats.cov)
 
     # the cached statistics are those of one clip per video (clip seed = position)
-    features, _ = classify(c3d, real_clips(cfg, "train", [(0, 0), (1, 1)], 2),
+    features, _ = classify(c3d, real_clips(eval_dataset(cfg, "train"), [(0, 0), (1, 1)], 2),
                            torch.device("cpu"))
     mu, cov = mean_cov(features)
     np.testing.assert_allclose(stats.mu, mu, rtol=1e-6)

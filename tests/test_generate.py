@@ -8,8 +8,9 @@ from PIL import Image
 
 from tests.conftest import tiny_config
 from vidgan.config import to_dict
+from vidgan.device import resolve_device
 from vidgan.generate import (draw_latents, interpolate_videos, interpolation_latents,
-                             load_generator, main, render, resolve_device, sample_videos,
+                             load_generator, main, render, sample_videos,
                              side_by_side)
 from vidgan.models import build_discriminator, build_generator
 from vidgan.train.checkpoint import rng_state, save_checkpoint

@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vidgan.config import METRICS, Config, ConfigError, config_from_dict, load_config, to_dict
-from vidgan.generate import load_generator, resolve_device
+from vidgan.device import resolve_device
+from vidgan.generate import load_generator
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
 from vidgan.metrics.c3d import N_FRAMES
 from vidgan.metrics.stats import mean_cov
@@ -179,23 +180,23 @@ def _eval_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_frames=N_FRAMES))
 
 
-def real_clips(cfg: Config, split: str, keys: Sequence, batch_size: int) -> Iterator[torch.Tensor]:
-    """Real clips in [-1, 1], (B, 3, 16, H, W), for dataset keys ``(index, clip seed)``."""
-    from vidgan.data import build_dataset, normalize
-
-    # Centre crops, no flip: the evaluation view of the data (augment=False).
-    dataset = build_dataset(_eval_config(cfg), split, augment=False, progress=False)
-    workers = cfg.data.num_workers
-    # Its own generator, so scoring never draws from the training RNG (bitwise resume).
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=list(keys), num_workers=workers,
-                        prefetch_factor=4 if workers else None, generator=torch.Generator())
-    for batch in loader:  # (uint8 video (B, 3, 16, H, W), label, ...)
-        yield normalize(batch[0])
-
-
-def _dataset_len(cfg: Config, split: str) -> int:
+def eval_dataset(cfg: Config, split: str):
+    """16-frame real clips of ``split``, centre-cropped and never flipped (augment=False)."""
     from vidgan.data import build_dataset
-    return len(build_dataset(_eval_config(cfg), split, augment=False, progress=False))
+    return build_dataset(_eval_config(cfg), split, augment=False, progress=False)
+
+
+def real_clips(dataset, keys: Sequence, batch_size: int,
+               num_workers: int = 0) -> Iterator[torch.Tensor]:
+    """Real clips in [-1, 1], (B, 3, 16, H, W), for dataset keys ``(index, clip seed)``."""
+    from vidgan.data import normalize
+
+    # Its own generator, so scoring never draws from the training RNG (bitwise resume).
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=list(keys),
+                        num_workers=num_workers, prefetch_factor=4 if num_workers else None,
+                        generator=torch.Generator())
+    for batch in loader:  # (uint8 video (B, 3, 16, H, W), label)
+        yield normalize(batch[0])
 
 
 def random_real_keys(n_videos: int, n_samples: int, seed: int) -> List[tuple]:
@@ -214,19 +215,13 @@ def c3d_fingerprint(c3d: C3D) -> str:
     return digest.hexdigest()
 
 
-def stats_identity(cfg: Config, split: str, n_clips: Optional[int], fingerprint: str) -> dict:
+def stats_identity(cfg: Config, dataset, split: str, n_clips: Optional[int],
+                   fingerprint: str) -> dict:
     """Everything the cached statistics depend on: the data section (dataset kind, root, split
     list, decode geometry; not worker counts), the file list with sizes, the preprocessing
     (resolution, 16 frames, frame stride) and the C3D weights."""
-    from vidgan.data import build_dataset
-
-    dataset = build_dataset(_eval_config(cfg), split, augment=False, progress=False)
     root = Path(cfg.data.root).resolve()
-    files = []
-    for f in getattr(dataset, "files", []):
-        path = Path(f) if Path(f).is_absolute() else root / f
-        name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-        files.append([name, path.stat().st_size if path.is_file() else None])
+    files = [[f, (root / f).stat().st_size] for f in dataset.files]  # paths relative to root
     data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in PERFORMANCE_KEYS}
     data["root"] = str(root)
     return {"version": STATS_VERSION, "data": data, "split": split, "n_videos": len(dataset),
@@ -244,7 +239,8 @@ def split_statistics(cfg: Config, c3d: C3D, split: str, *, device: torch.device 
     """
     device = torch.device(device)
     fingerprint = fingerprint or c3d_fingerprint(c3d)
-    identity = stats_identity(cfg, split, n_clips, fingerprint)
+    dataset = eval_dataset(cfg, split)
+    identity = stats_identity(cfg, dataset, split, n_clips, fingerprint)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(stats_dir or cfg.eval.stats_dir) / f"{cfg.data.dataset}_{split}_{key}.npz"
     if path.is_file():
@@ -255,8 +251,9 @@ def split_statistics(cfg: Config, c3d: C3D, split: str, *, device: torch.device 
     keys = [(k % identity["n_videos"], k) for k in range(n)]
     bar = tqdm(total=n, desc=f"C3D stats {split}", unit="clip", disable=not progress)
     with bar:
-        features, logits = classify(c3d, real_clips(cfg, split, keys, batch_size
-                                                    or cfg.eval.batch_size), device, bar)
+        clips = real_clips(dataset, keys, batch_size or cfg.eval.batch_size,
+                           cfg.data.num_workers)
+        features, logits = classify(c3d, clips, device, bar)
     mu, cov = mean_cov(features)
     if split != "train":  # only FID's training-split covariance is used (134 MB in float64)
         cov = np.zeros((0, 0))
@@ -389,11 +386,11 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
               "c3d_mean": str(mean) if mean else None, "metrics": metrics}
     with bar:
         if args.real:
-            n_videos = _dataset_len(cfg, args.split)
+            dataset = eval_dataset(cfg, args.split)
 
             def make_clips(r: int):
-                keys = random_real_keys(n_videos, n_samples, args.seed + r)
-                return real_clips(cfg, args.split, keys, batch_size)
+                keys = random_real_keys(len(dataset), n_samples, args.seed + r)
+                return real_clips(dataset, keys, batch_size, cfg.data.num_workers)
             record.update(source="real", dataset=cfg.data.dataset, root=cfg.data.root,
                           split=args.split)
         else:

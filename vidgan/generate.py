@@ -18,6 +18,7 @@ from typing import List, NamedTuple, Optional, Sequence
 import torch
 
 from vidgan.config import Config, ConfigError, config_from_dict
+from vidgan.device import resolve_device
 from vidgan.models import Generator, build_generator
 from vidgan.train.checkpoint import load_checkpoint
 from vidgan.video_io import frame_strip, make_grid, to_uint8, write_gif, write_mp4, write_png
@@ -43,20 +44,6 @@ class Samples(NamedTuple):
     videos: torch.Tensor  # uint8 (N, 3, F, H, W) on the CPU; W spans all levels with levels=True
     z: torch.Tensor  # (N, z_dim), on the generator's device
     y: Optional[torch.Tensor]  # (N,) labels, None for an unconditional generator
-
-
-def resolve_device(name: Optional[str] = None) -> torch.device:
-    """``None``/``"auto"``: cuda when available, else cpu; otherwise the named device."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device '{name}' is not a torch device; use auto, cpu, cuda or "
-                         f"cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}': CUDA is not available here; use --device cpu")
-    return device
 
 
 def load_generator(path: str | Path, device: Optional[str] = None,

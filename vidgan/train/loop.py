@@ -17,6 +17,7 @@ from vidgan.config import Config, config_from_dict, to_dict, to_yaml
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.data.targets import real_targets
+from vidgan.device import resolve_device
 from vidgan.models import build_discriminator, build_generator
 from vidgan.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state)
@@ -27,12 +28,6 @@ from vidgan.video_io import gif_bytes, make_grid, to_uint8, write_mp4
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive iterations had a non-finite loss."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def linear_decay(base_lr: float, step: int, decay_iterations: int) -> float:
