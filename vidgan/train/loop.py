@@ -110,7 +110,7 @@ class Trainer:
                                "bad_files": dict(self.bad_files)},
                 "config": to_dict(self.cfg),
                 # label names, so generate/evaluate can name classes without the dataset
-                "classes": list(getattr(self.dataset, "classes", []))}
+                "classes": list(self.dataset.classes)}
 
     def _resume(self) -> None:
         path = latest_checkpoint(self.out_dir)
