@@ -259,19 +259,25 @@ def load_config(name_or_path: Optional[str] = "demo.yaml", overrides: List[str] 
     validate, and return a typed Config."""
     schema = OmegaConf.structured(Config)
     path = resolve_config_path(name_or_path)
-    merged = _merge_checked(schema, _read_yaml(path), str(path))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value, e.g. train.batch_size=8")
-        merged = _merge_checked(merged, OmegaConf.from_dotlist([item]), f"override '{item}'")
+    merged = _apply_overrides(_merge_checked(schema, _read_yaml(path), str(path)), overrides)
     cfg: Config = OmegaConf.to_object(merged)
     validate(cfg)
     return cfg
 
 
-def config_from_dict(data: dict) -> Config:
-    """Rebuild a Config from ``to_dict`` output (e.g. the copy stored in a checkpoint)."""
-    cfg = OmegaConf.to_object(_merge_checked(OmegaConf.structured(Config), data, "stored config"))
+def _apply_overrides(merged: DictConfig, overrides: List[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. train.batch_size=8")
+        merged = _merge_checked(merged, OmegaConf.from_dotlist([item]), f"override '{item}'")
+    return merged
+
+
+def config_from_dict(data: dict, overrides: List[str] = ()) -> Config:
+    """Rebuild a Config from ``to_dict`` output (e.g. the copy stored in a checkpoint), with
+    ``key=value`` overrides checked as ``load_config`` checks them."""
+    merged = _merge_checked(OmegaConf.structured(Config), data, "stored config")
+    cfg = OmegaConf.to_object(_apply_overrides(merged, overrides))
     validate(cfg)
     return cfg
 

@@ -25,7 +25,6 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
@@ -293,14 +292,6 @@ def _parse_metrics(text: str) -> List[str]:
     return metrics
 
 
-def _config_with_overrides(stored: dict, overrides: Sequence[str]) -> Config:
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value, e.g. data.root=...")
-    merged = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(list(overrides)))
-    return config_from_dict(OmegaConf.to_container(merged))
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m vidgan.evaluate",
@@ -357,7 +348,7 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
     if args.config:
         cfg = load_config(args.config, args.overrides)
     elif model is not None:
-        cfg = _config_with_overrides(to_dict(model.cfg), args.overrides)
+        cfg = config_from_dict(to_dict(model.cfg), args.overrides)
     else:
         raise ValueError("--real/--save-stats need --config to name the dataset")
 
