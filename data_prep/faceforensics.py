@@ -92,13 +92,14 @@ def process_video(original: Path, mask: Path, out: Path, size: int = 256, margin
     """Write one face clip; returns "" or the reason the video was skipped."""
     import decord
 
+    from vidgan.data.manifest import error_reason
     from vidgan.video_io import write_mp4
 
     try:
         video = decord.VideoReader(str(original), num_threads=1)
         masks = decord.VideoReader(str(mask), num_threads=1)
     except Exception as err:
-        return f"unreadable: {str(err).strip().splitlines()[-1][:200]}"
+        return f"unreadable: {error_reason(err)}"
     n = min(len(video), len(masks))
     if n == 0:
         return "no frames"

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
+from vidgan.data.manifest import error_reason
+
 # Per-process log of (file, reason) for clips skipped since the last collate. Module level,
 # not on the dataset, because a DataLoader worker may hold a different copy of the dataset
 # than the one its collate_fn sees (spawn start method).
@@ -127,8 +129,7 @@ class VideoClipDataset(Dataset):
             try:
                 return self.read_clip(index, rng), self.labels[index]
             except Exception as err:  # decord raises DECORDError/RuntimeError on bad data
-                reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else \
-                    type(err).__name__
+                reason = error_reason(err)
                 FAILURES.append((self.files[index], reason))
                 tried.append(f"{self.files[index]} ({reason})")
                 index = int(rng.integers(len(self.files)))  # skip: draw another video

@@ -43,7 +43,8 @@ class VideoInfo:
         return self.size == stat.st_size and self.mtime_ns == stat.st_mtime_ns
 
 
-def _first_line(err: BaseException) -> str:
+def error_reason(err: BaseException) -> str:
+    """The last line of an exception's message (decord/FFmpeg put the cause there), short."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else type(err).__name__
 
@@ -79,7 +80,7 @@ def probe_video(path: str | Path, label: str = "") -> VideoInfo:
     try:
         declared, info.fps = _declared_frames(path)
     except Exception as err:  # PyAV raises InvalidDataError, OSError, ...
-        reason = _first_line(err).replace(f": '{path}'", "")
+        reason = error_reason(err).replace(f": '{path}'", "")
         info.error = f"not a video: {reason}"
         return info
     try:
@@ -96,7 +97,7 @@ def probe_video(path: str | Path, label: str = "") -> VideoInfo:
         ends = reader.get_batch([0, info.frames - 1]).asnumpy()
         info.height, info.width = int(ends.shape[1]), int(ends.shape[2])
     except Exception as err:  # decord raises DECORDError / RuntimeError on damaged streams
-        info.error = f"damaged: {_first_line(err)}"
+        info.error = f"damaged: {error_reason(err)}"
         return info
     short, long = sorted((info.height, info.width))
     if short < MIN_SIDE or long / short > MAX_ASPECT:
@@ -143,15 +144,18 @@ class Manifest:
             return False
 
     def stale(self, root: Path, files: Iterable[str]) -> list:
-        """The files whose entry is missing or no longer matches the file on disk."""
+        """The existing files whose entry is missing or no longer matches the file on disk
+        (one stat each); entries of files that no longer exist are dropped."""
         out = []
         for rel in files:
-            entry = self.entries.get(rel)
             try:
-                if entry is None or not entry.matches((root / rel).stat()):
-                    out.append(rel)
-            except FileNotFoundError:
+                stat = (root / rel).stat()
+            except FileNotFoundError:  # gone: forget it, nothing to probe
                 self.entries.pop(rel, None)
+                continue
+            entry = self.entries.get(rel)
+            if entry is None or not entry.matches(stat):
+                out.append(rel)
         return out
 
 
@@ -165,7 +169,7 @@ def index_videos(root: str | Path, files: Dict[str, str], manifest_path: str | P
     """
     root = Path(root)
     manifest = Manifest.load(manifest_path)
-    todo = manifest.stale(root, [rel for rel in files if (root / rel).exists()])
+    todo = manifest.stale(root, files)
     if not todo:
         return manifest
     workers = workers or min(32, os.cpu_count() or 1)
