@@ -14,5 +14,5 @@ def tiny_config(*overrides):
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
-    from data_prep.synthetic import write_dataset
+    from vidgan.data.synthetic import write_dataset
     return write_dataset(tmp_path_factory.mktemp("synthetic"), per_class=3, n_frames=12, size=64)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from data_prep.fake_ucf101 import BAD_KINDS, CLASSES, add_bad_files, write_avi, write_ucf101_tree
-from data_prep.synthetic import CLASSES as SYNTHETIC_CLASSES
+from vidgan.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from tests.conftest import tiny_config
 from vidgan.config import ConfigError
 from vidgan.data import (ClipDecodeError, ClipGeometry, ClipSampler, DataError, build_dataset,

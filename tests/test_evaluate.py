@@ -14,7 +14,7 @@ from vidgan.evaluate import (classify, eval_dataset, evaluate_generator, generat
                              load_real_stats, main, real_clips)
 from vidgan.metrics import C3D, inception_score, load_c3d, mean_cov, save_c3d
 from vidgan.models import build_discriminator, build_generator
-from vidgan.train.checkpoint import rng_state, save_checkpoint
+from vidgan.checkpoint import rng_state, save_checkpoint
 from vidgan.train.ema import make_ema
 
 
@@ -38,7 +38,7 @@ def c3d(c3d_pt):
 @pytest.fixture(scope="session")
 def root16(tmp_path_factory):
     """Synthetic videos with the 16 frames C3D needs (one per class)."""
-    from data_prep.synthetic import write_dataset
+    from vidgan.data.synthetic import write_dataset
     return write_dataset(tmp_path_factory.mktemp("synthetic16"), per_class=1, n_frames=16,
                          size=64)
 

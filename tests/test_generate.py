@@ -13,7 +13,7 @@ from vidgan.generate import (draw_latents, interpolate_videos, interpolation_lat
                              load_generator, main, render, sample_videos,
                              side_by_side)
 from vidgan.models import build_discriminator, build_generator
-from vidgan.train.checkpoint import rng_state, save_checkpoint
+from vidgan.checkpoint import rng_state, save_checkpoint
 from vidgan.train.ema import make_ema
 from vidgan.video_io import frame_strip
 

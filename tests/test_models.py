@@ -45,7 +45,7 @@ def test_every_parameter_gets_a_gradient(extra):
     G, D = build_generator(cfg).train(), build_discriminator(cfg).train()
     y = torch.tensor([0, 1, 2, 1]) if cfg.model.n_classes else None
     logits = D(G(G.sample_z(4), y), y)
-    sum(l.sum() for l in logits).backward()
+    sum(l.sum() for l in logits.values()).backward()
     for net in (G, D):
         for name, p in net.named_parameters():
             assert p.grad is not None, name

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
+from vidgan.config import n_frames_after
 from vidgan.data.targets import real_targets
 from vidgan.models import build_discriminator, build_generator
-from vidgan.models.subsample import FrameSubsampler, draw_offset, n_frames_after
+from vidgan.models.subsample import FrameSubsampler, draw_offset
 
 
 @pytest.mark.parametrize("s_t", [1, 2, 4])
@@ -22,7 +23,7 @@ def test_level_shapes(s_t, T):
     targets = real_targets(real, cfg.model.subsample, cfg.model.dis_levels)
     assert [t.shape for t in targets] == [v.shape for v in videos]
     logits = build_discriminator(cfg)(videos)
-    assert [tuple(l.shape) for l in logits] == [(2,)] * 4
+    assert {k: tuple(l.shape) for k, l in logits.items()} == {f"L{l}": (2,) for l in range(1, 5)}
 
 
 @pytest.mark.parametrize("T, s_t, expected", [
@@ -91,4 +92,4 @@ def test_batch_subsampling_through_generator_and_discriminator():
     real = real_targets(torch.rand(4, 3, 8, 64, 64), cfg.model.subsample, cfg.model.dis_levels,
                         batch_stride=2)
     assert [r.shape for r in real] == [v.shape for v in videos]
-    assert [tuple(l.shape) for l in D(videos, y)] == [(4,), (2,), (1,), (1,)]
+    assert [tuple(l.shape) for l in D(videos, y).values()] == [(4,), (2,), (1,), (1,)]

@@ -11,7 +11,7 @@ import torch
 from tests.conftest import TINY, tiny_config
 from vidgan.config import config_from_dict
 from vidgan.train import NonFiniteLossError, Trainer
-from vidgan.train.checkpoint import list_checkpoints, load_checkpoint
+from vidgan.checkpoint import list_checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

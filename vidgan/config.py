@@ -22,13 +22,25 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
 
 
+def n_frames_after(n_frames: int, subsample: List[int]) -> List[int]:
+    """Frame count of every level: T, ceil(T/s_1), ceil(ceil(T/s_1)/s_2), ... (tgan2 Eq. 8)."""
+    counts = [n_frames]
+    for s in subsample:
+        counts.append(-(-counts[-1] // s))
+    return counts
+
+
 @dataclass
 class ModelConfig:
     resolution: int = 192  # H = W of the final level; FC map is resolution/64 (tgan2 §4.1)
     n_frames: int = 16  # T, frames per training clip
-    z_dim: int = 256
+    # Temporal generator: convlstm (TGANv2 §4.1) or gru (MoCoGAN §3, content + GRU motion).
     temporal: str = "convlstm"
-    clstm_ch: int = 1024  # ConvLSTM channels (official UCF101 run: 1024)
+    z_dim: int = 256  # convlstm: z ~ U[-1, 1]^z_dim
+    content_dim: int = 50  # gru: d_C of z_C ~ N(0, I), one per video (official MoCoGAN: 50)
+    motion_dim: int = 10  # gru: d_M of eps_t and of the GRU state h_t (official MoCoGAN: 10)
+    # Channels of the first feature map (both temporal generators); the ConvLSTM's width.
+    clstm_ch: int = 1024  # official UCF101 run: 1024
     clstm_layers: int = 1
     ch: int = 32  # image-generator base width (DESIGN §2 channel plan)
     dis_ch: int = 64  # 3D ResNet width of the first block; doubles per DownBlock
@@ -41,6 +53,11 @@ class ModelConfig:
     # paper's single-discriminator "naive" baseline (§5.3).
     dis_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     n_classes: int = 0  # > 0: conditional model (tgan2 §4.6)
+    # Per-frame discriminator head beside the 3D level heads: none, or resnet2d (the SNGAN
+    # image D with 2D kernels: MoCoGAN's D_I, tgan2 §5.3's "3D+2D" baseline).
+    frame_discriminator: str = "none"
+    frame_level: int = 4  # the level whose frames it judges (default: the highest, level 4)
+    frames_per_video: int = 1  # frames drawn at random per video (MoCoGAN's S_1: 1)
 
 
 @dataclass
@@ -122,7 +139,8 @@ class Config:
 
 
 CHOICES = {
-    "model.temporal": ("convlstm",),
+    "model.temporal": ("convlstm", "gru"),
+    "model.frame_discriminator": ("none", "resnet2d"),
     "model.discriminator": ("multi3d",),
     "data.dataset": ("synthetic", "folder", "ucf101", "faceforensics"),
     "data.subset": ("train", "val", "test", "all"),
@@ -196,7 +214,16 @@ def validate(cfg: Config) -> None:
     if levels[-1] != N_LEVELS:
         raise ConfigError(f"model.dis_levels={levels}: must include the last level {N_LEVELS}, "
                           f"which renders the final video")
-    for name, value in (("model.z_dim", m.z_dim), ("model.clstm_ch", m.clstm_ch),
+    if m.frame_level not in levels:
+        raise ConfigError(f"model.frame_level={m.frame_level}: the frame discriminator judges "
+                          f"the frames of a rendered level, one of model.dis_levels={levels}")
+    frames = n_frames_after(m.n_frames, list(m.subsample))[m.frame_level - 1]
+    if not 1 <= m.frames_per_video <= frames:
+        raise ConfigError(f"model.frames_per_video={m.frames_per_video}: level {m.frame_level} "
+                          f"has {frames} frame(s) per video (model.n_frames={m.n_frames}, "
+                          f"subsample={list(m.subsample)}); expected 1..{frames}")
+    for name, value in (("model.z_dim", m.z_dim), ("model.content_dim", m.content_dim),
+                        ("model.motion_dim", m.motion_dim), ("model.clstm_ch", m.clstm_ch),
                         ("model.clstm_layers", m.clstm_layers), ("model.ch", m.ch),
                         ("model.dis_ch", m.dis_ch), ("train.batch_size", cfg.train.batch_size),
                         ("train.n_dis", cfg.train.n_dis),

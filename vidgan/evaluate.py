@@ -32,10 +32,10 @@ from tqdm import tqdm
 
 from vidgan.config import METRICS, Config, ConfigError, config_from_dict, load_config, to_dict
 from vidgan.device import resolve_device
-from vidgan.generate import load_generator
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
 from vidgan.metrics.c3d import N_FRAMES
 from vidgan.metrics.stats import mean_cov
+from vidgan.checkpoint import load_generator
 
 STATS_VERSION = 1  # bump when the statistics' definition changes; old cache files are ignored
 # data settings that change speed, not the clips; left out of the statistics' cache key
@@ -121,7 +121,8 @@ def generated_clips(G: nn.Module, n_samples: int, batch_size: int, device: torch
 
     z ~ U[-1,1] and, for a conditional G, labels uniform over the classes: the class prior of
     TGAN §6.5, which turns the conditional generator into one of the data distribution.
-    ``n_frames`` is 16 for C3D whatever the training length (the ConvLSTM rolls on).
+    ``n_frames`` is 16 for C3D whatever the training length (the ConvLSTM rolls on; the GRU's
+    latent is drawn with motion noise for ``n_frames``).
     """
     n_classes = G.n_classes if n_classes is None else n_classes
     rng = torch.Generator().manual_seed(seed)
@@ -131,7 +132,7 @@ def generated_clips(G: nn.Module, n_samples: int, batch_size: int, device: torch
         with torch.inference_mode():
             for start in range(0, n_samples, batch_size):
                 b = min(batch_size, n_samples - start)
-                z = G.sample_z(b, generator=rng).to(device)
+                z = G.sample_z(b, generator=rng, n_frames=n_frames).to(device)
                 y = torch.randint(n_classes, (b,), generator=rng).to(device) if n_classes else None
                 yield G(z, y, n_frames=n_frames).float().clamp_(-1.0, 1.0)
     finally:

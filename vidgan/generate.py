@@ -11,61 +11,23 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 
-from vidgan.config import Config, ConfigError, config_from_dict
-from vidgan.device import resolve_device
-from vidgan.models import Generator, build_generator
-from vidgan.train.checkpoint import load_checkpoint
+from vidgan.config import ConfigError
+from vidgan.models import Generator
+from vidgan.checkpoint import LoadedGenerator, load_generator
 from vidgan.video_io import frame_strip, make_grid, to_uint8, write_gif, write_mp4, write_png
 
 FORMATS = {"mp4": "mp4", "gif": "gif", "png-strip": "png"}  # format -> file extension
-
-
-@dataclass
-class LoadedGenerator:
-    """A generator in eval mode with what the checkpoint says about it."""
-    G: Generator
-    cfg: Config
-    step: int
-    classes: List[str]  # label names, index = label; may be shorter than n_classes or empty
-    path: Path
-    weights: str  # "G_ema" or "G"
-
-    def class_name(self, label: int) -> str:
-        return self.classes[label] if label < len(self.classes) else f"class{label}"
 
 
 class Samples(NamedTuple):
     videos: torch.Tensor  # uint8 (N, 3, F, H, W) on the CPU; W spans all levels with levels=True
     z: torch.Tensor  # (N, z_dim), on the generator's device
     y: Optional[torch.Tensor]  # (N,) labels, None for an unconditional generator
-
-
-def load_generator(path: str | Path, device: Optional[str] = None,
-                   use_ema: bool = True) -> LoadedGenerator:
-    """Build the generator from the config stored in checkpoint ``path`` and load its weights
-    (the EMA copy unless ``use_ema=False``), in eval mode: subsampling off, running BN stats."""
-    path = Path(path)
-    dev = resolve_device(device)
-    state = load_checkpoint(path, map_location="cpu")
-    try:
-        cfg = config_from_dict(state["config"])
-    except ConfigError as err:
-        raise ConfigError(f"checkpoint {path}: {err}") from None
-    weights = "G_ema" if use_ema and state.get("G_ema") is not None else "G"
-    G = build_generator(cfg)
-    try:
-        G.load_state_dict(state[weights])
-    except RuntimeError as err:
-        raise RuntimeError(f"checkpoint {path}: {weights} weights do not fit the model its "
-                           f"config describes ({str(err).splitlines()[0]})") from None
-    return LoadedGenerator(G.to(dev).eval(), cfg, int(state["step"]),
-                           list(state.get("classes") or []), path, weights)
 
 
 def check_labels(G: Generator, labels: Optional[torch.Tensor], n: int) -> None:
@@ -81,8 +43,10 @@ def check_labels(G: Generator, labels: Optional[torch.Tensor], n: int) -> None:
 
 
 def draw_latents(G: Generator, n: int, seed: int,
-                 labels: Optional[torch.Tensor] = None):
-    """z ~ U[-1, 1] (tgan2 §4.1) and labels for ``n`` clips, reproducible from ``seed``.
+                 labels: Optional[torch.Tensor] = None, n_frames: Optional[int] = None):
+    """Latents (``G.sample_z``: z ~ U[-1, 1] for the ConvLSTM, tgan2 §4.1; content and motion
+    noise for ``n_frames`` frames for the GRU) and labels for ``n`` clips, reproducible from
+    ``seed``.
 
     Drawn on the CPU from a torch.Generator, then moved: CPU and GPU runs see the same z.
     z comes first, so a seed gives the same z whether or not labels are drawn. A conditional
@@ -90,7 +54,7 @@ def draw_latents(G: Generator, n: int, seed: int,
     """
     check_labels(G, labels, n)
     rng = torch.Generator().manual_seed(seed)
-    z = G.sample_z(n, generator=rng)
+    z = G.sample_z(n, generator=rng, n_frames=n_frames)
     if G.n_classes and labels is None:
         labels = torch.randint(G.n_classes, (n,), generator=rng)
     return z, None if labels is None else labels.to(z.device)
@@ -147,12 +111,14 @@ def sample_videos(G: Generator, n: int, seed: int = 0, n_frames: Optional[int] =
     ``labels``: (n,) class indices for a conditional generator; None draws them from the
     uniform class prior. ``n_frames`` defaults to the training length. See ``render``.
     """
-    z, y = draw_latents(G, n, seed, labels)
-    return Samples(render(G, z, y, n_frames or G.n_frames, levels, batch_size), z, y)
+    n_frames = n_frames or G.n_frames
+    z, y = draw_latents(G, n, seed, labels, n_frames)
+    return Samples(render(G, z, y, n_frames, levels, batch_size), z, y)
 
 
 def interpolation_latents(G: Generator, pairs: int, steps: int, seed: int,
-                          labels: Optional[torch.Tensor] = None):
+                          labels: Optional[torch.Tensor] = None,
+                          n_frames: Optional[int] = None):
     """z moving linearly between random endpoints (tgan2 §5.5, Fig. 12): (pairs*steps, z_dim),
     pair-major, ``steps`` points per pair including both endpoints.
 
@@ -164,7 +130,7 @@ def interpolation_latents(G: Generator, pairs: int, steps: int, seed: int,
         raise ValueError(f"interpolation needs >= 2 steps per pair (the endpoints), got {steps}")
     check_labels(G, labels, pairs)
     z, y = draw_latents(G, 2 * pairs, seed,
-                        None if labels is None else labels.repeat_interleave(2))
+                        None if labels is None else labels.repeat_interleave(2), n_frames)
     start, end = z[0::2, None], z[1::2, None]  # (pairs, 1, z_dim)
     w = torch.linspace(0, 1, steps, device=z.device)[None, :, None]  # (1, steps, 1)
     # torch.lerp returns start exactly at w=0 and end exactly at w=1.
@@ -178,8 +144,9 @@ def interpolate_videos(G: Generator, pairs: int, steps: int, seed: int = 0,
                        levels: bool = False, batch_size: int = 16) -> Samples:
     """Clips along ``pairs`` linear paths in z, ``steps`` each (pair-major; a grid with
     ``rows=pairs`` shows one path per row). See ``interpolation_latents`` and ``render``."""
-    z, y = interpolation_latents(G, pairs, steps, seed, labels)
-    return Samples(render(G, z, y, n_frames or G.n_frames, levels, batch_size), z, y)
+    n_frames = n_frames or G.n_frames
+    z, y = interpolation_latents(G, pairs, steps, seed, labels, n_frames)
+    return Samples(render(G, z, y, n_frames, levels, batch_size), z, y)
 
 
 # ---------------------------------------------------------------------------------- CLI

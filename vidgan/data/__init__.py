@@ -33,7 +33,7 @@ def list_videos(cfg: Config, subset: str) -> VideoList:
     """The files of ``subset`` for ``data.dataset`` (the synthetic one is written if missing)."""
     d, m = cfg.data, cfg.model
     if d.dataset == "synthetic":
-        from data_prep.synthetic import ensure_dataset
+        from vidgan.data.synthetic import ensure_dataset
         ensure_dataset(d.root, per_class=d.synthetic_videos_per_class,
                        n_frames=d.synthetic_frames, size=m.resolution, seed=cfg.train.seed)
         return list_folder(d.root)

@@ -1,5 +1,10 @@
-"""Multi-level 3D ResNet discriminator (tgan2 §3.4, §4.2, Eq. 7, Fig. 4)."""
-from typing import List, Optional
+"""Discriminators: the 3D ResNet of every judged level (tgan2 §3.4, §4.2, Fig. 4), the 2D
+ResNet frame head (MoCoGAN's D_I, tgan2 §5.3 "3D+2D"), and the set of named heads they form.
+
+The same SNGAN-style ResNet serves both: ``dims=3`` (3x3x3 kernels, video) or ``dims=2``
+(3x3 kernels, frames).
+"""
+from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -8,9 +13,12 @@ from torch.nn import functional as F
 from vidgan.config import ModelConfig
 from vidgan.models.init import RESIDUAL_GAIN, glorot_
 
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
+
 
 def downsample(x: torch.Tensor) -> torch.Tensor:
-    """DownSample of tgan2 Fig. 4 on (B, C, T, H, W).
+    """DownSample of tgan2 Fig. 4 on (B, C, T, H, W) (or (B, C, H, W) frames).
 
     Average-pool with kernel 2 along every axis longer than 1, zero-padding 1 where that length
     is odd (the zeros count in the mean); an axis of length 1 is left alone. (The official code
@@ -19,63 +27,71 @@ def downsample(x: torch.Tensor) -> torch.Tensor:
     sizes = x.shape[2:]
     kernel = tuple(2 if s > 1 else 1 for s in sizes)
     pad = tuple(1 if s > 1 and s % 2 else 0 for s in sizes)
-    return F.avg_pool3d(x, kernel, stride=kernel, padding=pad, count_include_pad=True)
+    return _AVG_POOL[len(sizes)](x, kernel, stride=kernel, padding=pad, count_include_pad=True)
 
 
-def conv3d(in_ch: int, out_ch: int, kernel: int, gain: float) -> nn.Conv3d:
-    return glorot_(nn.Conv3d(in_ch, out_ch, kernel, padding=kernel // 2), gain)
+def conv(dims: int, in_ch: int, out_ch: int, kernel: int, gain: float) -> nn.Module:
+    return glorot_(_CONV[dims](in_ch, out_ch, kernel, padding=kernel // 2), gain)
+
+
+def spatial_pool(x: torch.Tensor) -> torch.Tensor:
+    """AvgPool by 2 over H and W only: (1, 2, 2) on video, (2, 2) on frames."""
+    dims = x.dim() - 2
+    return _AVG_POOL[dims](x, (1,) * (dims - 2) + (2, 2))
 
 
 class OptimizedBlock(nn.Module):
-    """First block: Conv3D-ReLU-Conv3D-AvgPool(1,2,2); shortcut AvgPool(1,2,2)-Conv1x1x1."""
+    """First block: Conv-ReLU-Conv-AvgPool(1,2,2); shortcut AvgPool(1,2,2)-Conv1x1."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, dims: int = 3):
         super().__init__()
-        self.c1 = conv3d(in_ch, out_ch, 3, RESIDUAL_GAIN)
-        self.c2 = conv3d(out_ch, out_ch, 3, RESIDUAL_GAIN)
-        self.c_sc = conv3d(in_ch, out_ch, 1, 1.0)
+        self.c1 = conv(dims, in_ch, out_ch, 3, RESIDUAL_GAIN)
+        self.c2 = conv(dims, out_ch, out_ch, 3, RESIDUAL_GAIN)
+        self.c_sc = conv(dims, in_ch, out_ch, 1, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.avg_pool3d(self.c2(F.relu(self.c1(x))), (1, 2, 2))
-        return h + self.c_sc(F.avg_pool3d(x, (1, 2, 2)))
+        h = spatial_pool(self.c2(F.relu(self.c1(x))))
+        return h + self.c_sc(spatial_pool(x))
 
 
 class DownBlock(nn.Module):
-    """ReLU-Conv3D(C->C)-ReLU-Conv3D(C->C')-DownSample; shortcut Conv1x1x1-DownSample.
+    """ReLU-Conv(C->C)-ReLU-Conv(C->C')-DownSample; shortcut Conv1x1-DownSample.
 
     The hidden width is the input width, as in SNGAN's discriminator block.
     """
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, dims: int = 3):
         super().__init__()
-        self.c1 = conv3d(in_ch, in_ch, 3, RESIDUAL_GAIN)
-        self.c2 = conv3d(in_ch, out_ch, 3, RESIDUAL_GAIN)
-        self.c_sc = conv3d(in_ch, out_ch, 1, 1.0)
+        self.c1 = conv(dims, in_ch, in_ch, 3, RESIDUAL_GAIN)
+        self.c2 = conv(dims, in_ch, out_ch, 3, RESIDUAL_GAIN)
+        self.c_sc = conv(dims, in_ch, out_ch, 1, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c2(F.relu(self.c1(F.relu(x))))
         return downsample(h) + downsample(self.c_sc(x))
 
 
-class VideoDiscriminator3D(nn.Module):
-    """One sub-discriminator D'_l: 3D ResNet -> ReLU -> global sum pool -> Linear(->1).
+class ResNetDiscriminator(nn.Module):
+    """SNGAN-style ResNet -> ReLU -> global sum pool -> Linear(->1), widths ch..16ch.
 
-    Conditional (n_classes > 0): projection discriminator, logit += <embed(y), features>.
+    ``dims=3``: one sub-discriminator D'_l of TGANv2 on (B, 3, T, H, W). ``dims=2``: the SNGAN
+    image discriminator (tgan2 §5.3) on (B, 3, H, W). Conditional (n_classes > 0): projection
+    discriminator, logit += <embed(y), features>.
     """
 
-    def __init__(self, ch: int = 64, n_classes: int = 0, in_ch: int = 3):
+    def __init__(self, ch: int = 64, n_classes: int = 0, in_ch: int = 3, dims: int = 3):
         super().__init__()
         widths = [ch, 2 * ch, 4 * ch, 8 * ch, 16 * ch]
-        self.blocks = nn.ModuleList([OptimizedBlock(in_ch, widths[0])] + [
-            DownBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.blocks = nn.ModuleList([OptimizedBlock(in_ch, widths[0], dims)] + [
+            DownBlock(a, b, dims) for a, b in zip(widths[:-1], widths[1:])])
         self.fc = glorot_(nn.Linear(widths[-1], 1))
         self.embed = glorot_(nn.Embedding(n_classes, widths[-1])) if n_classes > 0 else None
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = x  # (B, 3, T, H, W)
+        h = x
         for block in self.blocks:
             h = block(h)
-        h = F.relu(h).sum(dim=(2, 3, 4))  # (B, C)
+        h = F.relu(h).flatten(2).sum(dim=2)  # global sum pool: (B, C)
         logit = self.fc(h).squeeze(1)
         if self.embed is not None:
             if y is None:
@@ -84,24 +100,81 @@ class VideoDiscriminator3D(nn.Module):
         return logit
 
 
+def draw_frames(batch: int, n_frames: int, k: int, device: torch.device) -> torch.Tensor:
+    """(batch, k) distinct frame indices per video, uniform without replacement (MoCoGAN's S_1
+    for k = 1). Drawn on the CPU, like the subsampling offsets: no device sync, and restored
+    with the CPU RNG state on resume."""
+    return torch.rand(batch, n_frames).argsort(dim=1)[:, :k].to(device, non_blocking=True)
+
+
+class FrameDiscriminator(nn.Module):
+    """Per-frame head: ``frames_per_video`` random frames of each video -> 2D ResNet -> the
+    video's logit, the mean of its frames' logits (the mean over frames is also how the memory
+    head of DESIGN §5 pools). Real and fake videos go through the same draw rule."""
+
+    def __init__(self, ch: int, n_classes: int, frames_per_video: int):
+        super().__init__()
+        self.frames_per_video = frames_per_video
+        self.net = ResNetDiscriminator(ch, n_classes, dims=2)
+
+    def select(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B * k, 3, H, W), k random distinct frames of each video."""
+        b, t = video.shape[0], video.shape[2]
+        idx = draw_frames(b, t, self.frames_per_video, video.device)  # (B, k)
+        frames = video.transpose(1, 2)[torch.arange(b, device=video.device)[:, None], idx]
+        return frames.flatten(0, 1)  # (B * k, 3, H, W), video-major
+
+    def forward(self, video: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        k = self.frames_per_video
+        y_frames = None if y is None else y.repeat_interleave(k)
+        logits = self.net(self.select(video), y_frames)  # (B * k,)
+        return logits.view(-1, k).mean(dim=1)  # (B,)
+
+
 class MultiLevelDiscriminator(nn.Module):
-    """One 3D ResNet per judged level, each with its own parameters (tgan2 §3.4)."""
+    """The discriminator side as named heads: ``L1``..``L4``, one 3D ResNet per judged level
+    with its own parameters (tgan2 §3.4), plus ``frame`` when model.frame_discriminator is set.
+
+    Every head judges one level's video and returns logits (B_l,); the training loss
+    (vidgan/train/loss.py) treats all heads alike and never counts them. Adding a head = one
+    module here + one config key. State-dict keys of the level heads (``discriminators.i``)
+    are those of checkpoints written before heads existed.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.levels = list(cfg.dis_levels)
         self.batch_stride = 2 if cfg.subsample_batch else 1
         self.discriminators = nn.ModuleList(
-            VideoDiscriminator3D(cfg.dis_ch, cfg.n_classes) for _ in self.levels)
+            ResNetDiscriminator(cfg.dis_ch, cfg.n_classes) for _ in self.levels)
+        # name -> the level whose video the head judges
+        self.head_levels: Dict[str, int] = {f"L{l}": l for l in self.levels}
+        if cfg.frame_discriminator == "resnet2d":
+            self.frame = FrameDiscriminator(cfg.dis_ch, cfg.n_classes, cfg.frames_per_video)
+            self.head_levels["frame"] = cfg.frame_level
 
-    def forward(self, videos: List[torch.Tensor], y: Optional[torch.Tensor] = None
-                ) -> List[torch.Tensor]:
-        """videos[i]: (B_l, 3, T_l, H_l, W_l) of level self.levels[i] -> list of (B_l,) logits."""
+    def head(self, name: str) -> nn.Module:
+        if name == "frame":
+            return self.frame
+        return self.discriminators[self.levels.index(int(name[1:]))]
+
+    def head_inputs(self, videos: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Level videos (aligned with model.dis_levels, as G returns them) -> the video each
+        head judges, by head name."""
         if len(videos) != len(self.levels):
             raise ValueError(f"expected {len(self.levels)} videos (levels {self.levels}), "
                              f"got {len(videos)}")
-        logits = []
-        for level, d, x in zip(self.levels, self.discriminators, videos):
+        by_level = dict(zip(self.levels, videos))
+        return {name: by_level[level] for name, level in self.head_levels.items()}
+
+    def forward(self, videos: Union[Sequence[torch.Tensor], Dict[str, torch.Tensor]],
+                y: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Level videos (a list, as G returns them) or per-head inputs (a dict from
+        ``head_inputs``) -> {head name: logits (B_l,)}."""
+        inputs = videos if isinstance(videos, dict) else self.head_inputs(videos)
+        logits = {}
+        for name, level in self.head_levels.items():
+            # batch subsampling (official option) keeps every 2nd sample per level
             y_l = None if y is None else y[::self.batch_stride ** (level - 1)]
-            logits.append(d(x, y_l))
+            logits[name] = self.head(name)(inputs[name], y_l)
         return logits

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from vidgan.config import ModelConfig
 from vidgan.models.image import RenderBlock, UpBlock
 from vidgan.models.subsample import FrameSubsampler
-from vidgan.models.temporal import ConvLSTMTemporalGenerator
+from vidgan.models.temporal import ConvLSTMTemporalGenerator, MoCoGANTemporalGenerator
 
 # Up blocks per level: three at level 1 (x8), one each at levels 2-4 (tgan2 Fig. 3).
 BLOCKS_PER_LEVEL = (3, 1, 1, 1)
@@ -20,9 +20,15 @@ def channel_plan(clstm_ch: int, ch: int) -> List[int]:
 
 
 def build_temporal_generator(cfg: ModelConfig) -> nn.Module:
+    """model.temporal: convlstm (TGANv2) or gru (MoCoGAN); both emit clstm_ch maps of
+    resolution/64 pixels."""
+    map_size = cfg.resolution // 64
     if cfg.temporal == "convlstm":
-        return ConvLSTMTemporalGenerator(cfg.z_dim + cfg.n_classes, cfg.clstm_ch,
-                                         cfg.resolution // 64, cfg.clstm_layers)
+        return ConvLSTMTemporalGenerator(cfg.z_dim, cfg.n_classes, cfg.clstm_ch, map_size,
+                                         cfg.clstm_layers)
+    if cfg.temporal == "gru":
+        return MoCoGANTemporalGenerator(cfg.content_dim, cfg.motion_dim, cfg.n_classes,
+                                        cfg.clstm_ch, map_size, cfg.n_frames)
     raise ValueError(f"model.temporal='{cfg.temporal}' is not implemented")
 
 
@@ -36,7 +42,7 @@ class Generator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.z_dim, self.n_classes, self.n_frames = cfg.z_dim, cfg.n_classes, cfg.n_frames
+        self.n_classes, self.n_frames = cfg.n_classes, cfg.n_frames
         self.levels_rendered = list(cfg.dis_levels)
         self.batch_stride = 2 if cfg.subsample_batch else 1
         self.temporal = build_temporal_generator(cfg)
@@ -55,20 +61,29 @@ class Generator(nn.Module):
         self.subsamplers = nn.ModuleList(FrameSubsampler(s, self.batch_stride)
                                          for s in cfg.subsample)
 
-    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """z ~ U[-1, 1]^z_dim (tgan2 §4.1), on the generator's device."""
-        device = generator.device if generator is not None else self.temporal.fc.weight.device
-        z = torch.rand(batch_size, self.z_dim, generator=generator, device=device) * 2 - 1
-        return z.to(self.temporal.fc.weight.device)
+    @property
+    def z_dim(self) -> int:
+        """Width of ``sample_z(B)``: z_dim for the ConvLSTM, dC + dM * (1 + T) for the GRU."""
+        return self.temporal.z_dim
+
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                 n_frames: Optional[int] = None) -> torch.Tensor:
+        """The temporal generator's latent for ``batch_size`` videos, on the generator's device.
+
+        ConvLSTM: z ~ U[-1, 1]^z_dim (tgan2 §4.1), good for any length. GRU: content and motion
+        noise for ``n_frames`` frames (default T); draw it with the length you will render.
+        """
+        return self.temporal.sample_z(batch_size, generator, n_frames)
 
     def _latent_frames(self, z: torch.Tensor, y: Optional[torch.Tensor], n_frames: int):
+        label = None
         if self.n_classes > 0:
             if y is None:
                 raise ValueError(f"this generator is conditional (n_classes={self.n_classes}): "
                                  f"pass labels y of shape (B,)")
-            # tgan2 §4.6: the one-hot label is concatenated to z before the FC.
-            z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)
-        maps = self.temporal(z, n_frames)  # (B, C, T, h0, w0)
+            # tgan2 §4.6 / MoCoGAN: the one-hot label joins the latent before the FC.
+            label = F.one_hot(y, self.n_classes).to(z.dtype)
+        maps = self.temporal(z, n_frames, label)  # (B, C, T, h0, w0)
         b, c, t, hh, ww = maps.shape
         return maps.transpose(1, 2).reshape(b * t, c, hh, ww)  # frames folded: (B*T, C, h0, w0)
 
@@ -112,7 +127,8 @@ class Generator(nn.Module):
                       render_level: Optional[int] = None) -> torch.Tensor:
         """Eq. (5): all frames through g_1^A..g_l^A, rendered by g_l^R (default: last level).
 
-        ``n_frames`` may exceed the training length: the ConvLSTM rolls on.
+        ``n_frames`` may exceed the training length: the ConvLSTM rolls on; the GRU needs a z
+        drawn with ``sample_z(B, n_frames=...)`` for that length.
         """
         level = render_level if render_level is not None else self.levels_rendered[-1]
         if str(level) not in self.renderers:

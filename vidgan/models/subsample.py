@@ -16,14 +16,6 @@ def draw_offset(s_t: int, n_frames: int, generator: Optional[torch.Generator] = 
     return int(torch.randint(high, (1,), generator=generator))
 
 
-def n_frames_after(n_frames: int, subsample: list) -> list:
-    """Frame count of every level: T, ceil(T/s_1), ceil(ceil(T/s_1)/s_2), ... (Eq. 8)."""
-    counts = [n_frames]
-    for s in subsample:
-        counts.append(-(-counts[-1] // s))
-    return counts
-
-
 class FrameSubsampler(nn.Module):
     """Keeps frames tau = t * s_t + b_t (Eq. 9), i.e. ``h[:, b_t::s_t]`` along time.
 

@@ -1,7 +1,18 @@
-"""Temporal generators g_0: noise -> T latent maps (B, C, T, h0, w0) (tgan2 §4.1, Fig. 2)."""
+"""Temporal generators g_0: noise -> T latent maps (B, C, T, h0, w0) (tgan2 §4.1, Fig. 2).
+
+Both produce the same first feature map, so the image generator, the subsampling layers and
+the discriminators are shared unchanged. Each owns its latent: ``sample_z`` draws it,
+``forward(z, n_frames, label)`` maps it to maps; ``label`` is a one-hot (B, n_classes) or None.
+"""
+from typing import Optional
 
 import torch
 from torch import nn
+
+
+def _draw_device(module: nn.Module, generator: Optional[torch.Generator]) -> torch.device:
+    """Draw on the generator's device (a CPU generator: CPU and GPU runs see the same z)."""
+    return generator.device if generator is not None else module.fc.weight.device
 
 
 class ConvLSTMCell(nn.Module):
@@ -24,19 +35,31 @@ class ConvLSTMCell(nn.Module):
 class ConvLSTMTemporalGenerator(nn.Module):
     """TGANv2's temporal generator: FC(z) initialises a stack of ConvLSTMs.
 
-    tgan2 §4.1: the input at t = 0 is FC(z) reshaped to (C, h0, w0); at t >= 1 it is a zero
-    map, so z only sets the initial state and the ConvLSTM can roll on for any number of frames.
+    tgan2 §4.1: z ~ U[-1, 1]^z_dim; the one-hot label (§4.6) is concatenated to z before the
+    FC. The input at t = 0 is FC(z) reshaped to (C, h0, w0); at t >= 1 it is a zero map, so z
+    only sets the initial state and the ConvLSTM can roll on for any number of frames.
     """
 
-    def __init__(self, in_dim: int, channels: int, map_size: int, n_layers: int = 1):
+    def __init__(self, z_dim: int, n_classes: int, channels: int, map_size: int,
+                 n_layers: int = 1):
         super().__init__()
-        self.channels, self.map_size = channels, map_size
-        self.fc = nn.Linear(in_dim, channels * map_size * map_size)
+        self.z_dim, self.channels, self.map_size = z_dim, channels, map_size
+        self.fc = nn.Linear(z_dim + n_classes, channels * map_size * map_size)
         self.cells = nn.ModuleList(ConvLSTMCell(channels, channels) for _ in range(n_layers))
 
-    def forward(self, z: torch.Tensor, n_frames: int) -> torch.Tensor:
-        # z: (B, in_dim) -> (B, C, T, h0, w0)
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                 n_frames: Optional[int] = None) -> torch.Tensor:
+        """z ~ U[-1, 1]^z_dim (tgan2 §4.1); one z drives any number of frames."""
+        z = torch.rand(batch_size, self.z_dim, generator=generator,
+                       device=_draw_device(self, generator)) * 2 - 1
+        return z.to(self.fc.weight.device)
+
+    def forward(self, z: torch.Tensor, n_frames: int,
+                label: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # z: (B, z_dim) -> (B, C, T, h0, w0)
         b = z.shape[0]
+        if label is not None:
+            z = torch.cat([z, label], dim=1)
         x0 = self.fc(z).view(b, self.channels, self.map_size, self.map_size)
         zero = torch.zeros_like(x0)
         states = [(zero, zero) for _ in self.cells]
@@ -50,3 +73,81 @@ class ConvLSTMTemporalGenerator(nn.Module):
                 h = states[k][0]
             maps.append(h)
         return torch.stack(maps, dim=2)
+
+
+class MoCoGANTemporalGenerator(nn.Module):
+    """MoCoGAN's content + motion latent (mocogan §3, Eq. 3-4), as its official code has it.
+
+    Content z_C ~ N(0, I_dC) is drawn once per video; motion h_t = GRUCell(eps_t, h_{t-1})
+    with h_0 and every eps_t ~ N(0, I_dM), and the motion codes are h_1..h_T (h_0 only starts
+    the recurrence). Per frame, [z_C, one-hot label, h_t] -> FC -> (C, h0, w0): the label goes
+    to the frame code, not into the GRU, as in the official VideoGenerator.
+
+    The latent is one tensor z = [z_C | h_0 | eps_1 .. eps_N], (B, dC + dM * (1 + N)): it holds
+    the motion noise of N frames, so the same z always gives the same video, a rollout may be
+    as long as the noise it holds, and ``sample_z(n_frames=2T)`` starts with the T-frame z.
+    """
+
+    def __init__(self, content_dim: int, motion_dim: int, n_classes: int, channels: int,
+                 map_size: int, n_frames: int):
+        super().__init__()
+        self.content_dim, self.motion_dim = content_dim, motion_dim
+        self.channels, self.map_size, self.n_frames = channels, map_size, n_frames
+        self.gru = nn.GRUCell(motion_dim, motion_dim)
+        self.fc = nn.Linear(content_dim + n_classes + motion_dim, channels * map_size * map_size)
+
+    @property
+    def z_dim(self) -> int:
+        """Width of a latent for the training length T."""
+        return self.latent_dim(self.n_frames)
+
+    def latent_dim(self, n_frames: int) -> int:
+        return self.content_dim + self.motion_dim * (1 + n_frames)
+
+    def frames_held(self, z: torch.Tensor) -> int:
+        """How many frames of motion noise latent ``z`` holds."""
+        return (z.shape[1] - self.content_dim - self.motion_dim) // self.motion_dim
+
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                 n_frames: Optional[int] = None) -> torch.Tensor:
+        """[z_C | h_0 | eps_1..eps_N] ~ N(0, I), N = ``n_frames`` (default: the training T).
+
+        eps is drawn one frame at a time: a longer draw then begins with exactly the shorter
+        one (one big randn may not, as torch fills normals in blocks).
+        """
+        n = n_frames or self.n_frames
+        device = _draw_device(self, generator)
+        parts = [torch.randn(batch_size, self.content_dim, generator=generator, device=device)]
+        parts += [torch.randn(batch_size, self.motion_dim, generator=generator, device=device)
+                  for _ in range(1 + n)]  # h_0, eps_1, ..., eps_N
+        return torch.cat(parts, dim=1).to(self.fc.weight.device)
+
+    def split(self, z: torch.Tensor):
+        """z -> (content (B, dC), motion (B, dM * (1 + N))): h_0 and eps are the motion."""
+        return z[:, :self.content_dim], z[:, self.content_dim:]
+
+    def motion_codes(self, motion: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """[h_0 | eps_1..] -> h_1..h_T (B, T, dM), h_t = GRUCell(eps_t, h_{t-1})."""
+        h = motion[:, :self.motion_dim]
+        eps = motion[:, self.motion_dim:].unflatten(1, (-1, self.motion_dim))
+        codes = []
+        for t in range(n_frames):  # the recurrence is sequential in t
+            h = self.gru(eps[:, t], h)
+            codes.append(h)
+        return torch.stack(codes, dim=1)
+
+    def forward(self, z: torch.Tensor, n_frames: int,
+                label: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # z: (B, dC + dM * (1 + N)), N >= n_frames -> (B, C, T, h0, w0)
+        held = self.frames_held(z)
+        if held < n_frames or z.shape[1] != self.latent_dim(held):
+            raise ValueError(f"MoCoGAN latent of width {z.shape[1]} holds motion noise for "
+                             f"{held} frames, {n_frames} asked; draw it with "
+                             f"G.sample_z(batch, n_frames={n_frames})")
+        content, motion = self.split(z)
+        codes = self.motion_codes(motion, n_frames)  # (B, T, dM)
+        b, t = codes.shape[:2]
+        per_video = content if label is None else torch.cat([content, label], dim=1)
+        frame_codes = torch.cat([per_video[:, None].expand(b, t, -1), codes], dim=2)
+        maps = self.fc(frame_codes).view(b, t, self.channels, self.map_size, self.map_size)
+        return maps.transpose(1, 2)  # (B, C, T, h0, w0)

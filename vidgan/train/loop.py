@@ -16,13 +16,12 @@ from tqdm import tqdm
 from vidgan.config import Config, config_from_dict, to_dict, to_yaml
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
-from vidgan.data.targets import real_targets
 from vidgan.device import resolve_device
 from vidgan.models import build_discriminator, build_generator
-from vidgan.train.checkpoint import (latest_checkpoint, load_checkpoint, rng_state,
+from vidgan.checkpoint import (latest_checkpoint, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state)
 from vidgan.train.ema import make_ema, update_ema
-from vidgan.train.loss import d_loss, g_loss, r1_penalty
+from vidgan.train.loss import GANLoss, PhaseResult
 from vidgan.video_io import gif_bytes, make_grid, to_uint8, write_mp4
 
 
@@ -49,6 +48,7 @@ class Trainer:
         self.G = build_generator(cfg).to(self.device)
         self.D = build_discriminator(cfg).to(self.device)
         self.G_ema = make_ema(self.G)
+        self.loss = GANLoss(self.G, self.D, cfg.model, cfg.loss)
         adam = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps)
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
@@ -64,7 +64,7 @@ class Trainer:
         # training RNG, so a resumed run stays bitwise identical.
         fixed = torch.Generator().manual_seed(t.seed + 1)
         n = cfg.eval.sample_rows ** 2
-        self.z_fixed = (torch.rand(n, cfg.model.z_dim, generator=fixed) * 2 - 1).to(self.device)
+        self.z_fixed = self.G.sample_z(n, generator=fixed)
         self.y_fixed = (torch.arange(n, device=self.device) % cfg.model.n_classes
                         if cfg.model.n_classes else None)
         if resume:
@@ -166,38 +166,23 @@ class Trainer:
 
     def discriminator_step(self, video: torch.Tensor, y: Optional[torch.Tensor]
                            ) -> Tuple[Dict, bool]:
-        m, loss_cfg = self.cfg.model, self.cfg.loss
         real = normalize(video.to(self.device, non_blocking=True))  # (B, 3, T, H, W)
-        z = self.G.sample_z(real.shape[0])
-        with torch.no_grad(), self.amp:
-            fakes = self.G(z, y)  # conditional: fakes use the real batch's labels (class prior)
-        targets = [x.detach().requires_grad_(True) for x in
-                   real_targets(real, m.subsample, m.dis_levels, self.G.batch_stride)]
         with self.amp:
-            real_logits = self.D(targets, y)
-            fake_logits = self.D(fakes, y)
-            adv = d_loss(real_logits, fake_logits, loss_cfg.combine)
-            r1 = r1_penalty(targets, real_logits)
-            loss = adv + loss_cfg.r1_weight * r1  # Eq. (10) added to the D loss
+            result = self.loss.discriminator(real, y)
         self.opt_D.zero_grad(set_to_none=True)
-        loss.backward()
-        ok = self._step_if_finite(self.opt_D, loss)
-        return {"loss/D": loss.detach(), "loss/R1": r1.detach(),
-                **{f"logits/real_L{l}": v.detach().float().mean()
-                   for l, v in zip(m.dis_levels, real_logits)},
-                **{f"logits/fake_L{l}": v.detach().float().mean()
-                   for l, v in zip(m.dis_levels, fake_logits)}}, ok
+        result.total.backward()
+        ok = self._step_if_finite(self.opt_D, result.total)
+        if ok:
+            self.loss.after_discriminator_step(result)
+        return {"loss/D": result.total.detach(), **_logged(result)}, ok
 
     def generator_step(self, y: Optional[torch.Tensor]) -> Tuple[Dict, bool]:
-        self.D.requires_grad_(False)  # no D weight gradients in the G step
         with self.amp:
-            fakes = self.G(self.G.sample_z(self.cfg.train.batch_size), y)
-            loss = g_loss(self.D(fakes, y), self.cfg.loss.combine)
+            result = self.loss.generator(self.cfg.train.batch_size, y)
         self.opt_G.zero_grad(set_to_none=True)
-        loss.backward()
-        self.D.requires_grad_(True)
-        ok = self._step_if_finite(self.opt_G, loss)
-        return {"loss/G": loss.detach()}, ok
+        result.total.backward()
+        ok = self._step_if_finite(self.opt_G, result.total)
+        return {"loss/G": result.total.detach(), **_logged(result)}, ok
 
     @staticmethod
     def _step_if_finite(opt: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
@@ -336,6 +321,16 @@ class Trainer:
                 signal.signal(s, handler)
         self.interrupted_by = stop["signal"]
         return path
+
+
+def _logged(result: PhaseResult) -> Dict[str, torch.Tensor]:
+    """A phase's named terms (loss/D_main, loss/D_r1, loss/G_main, heads' terms), its stats
+    (loss/R1 unweighted) and each head's mean logit per side (logits/real_L4, ...)."""
+    out = {f"loss/{k}": v.detach() for k, v in {**result.terms, **result.stats}.items()}
+    for side, logits in result.logits.items():
+        out.update({f"logits/{side}_{head}": v.detach().float().mean()
+                    for head, v in logits.items()})
+    return out
 
 
 def add_gif(writer: SummaryWriter, tag: str, video: torch.Tensor, step: int, fps: int) -> None:

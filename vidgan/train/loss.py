@@ -1,11 +1,33 @@
-"""GAN objectives of TGANv2 (tgan2 Eq. 1, 4, 7, 10; DESIGN §4).
+"""GAN objectives (tgan2 Eq. 1, 4, 7, 10; DESIGN §4) and the named loss phases of one iteration.
 
-Each function takes the per-level logit lists that MultiLevelDiscriminator returns.
+Phases, in the manner of stylegan2-ada-pytorch's ``training/loss.py``:
+
+- ``D_main``: non-saturating logistic loss over every discriminator head (``loss.combine``),
+- ``D_r1``: lambda * R1 (Eq. 10) over every head's real inputs,
+- ``G_main``: the non-saturating generator loss over every head,
+
+plus any named term a head contributes. Heads are the entries of the discriminator's output
+dict (``L1``..``L4``, ``frame``); nothing here counts or names them. A head's forward returns
+logits (B,), or ``(logits, aux)`` when it has more to say about the call (e.g. the memory
+head's queries). A head may also define
+
+- ``extra_terms(phase, real_aux, fake_aux) -> {name: loss}``, added to phase "D" or "G"
+  (``real_aux`` is None in "G"),
+- ``after_step(real_aux, fake_aux)``, called once after each successful D optimizer step
+  with that step's (detached) aux: where a stateful head updates its state.
 """
-from typing import List
+from __future__ import annotations
+
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+from torch import nn
 from torch.nn import functional as F
+
+from vidgan.config import LossConfig, ModelConfig
+from vidgan.data.targets import real_targets
+
+Logits = Union[Sequence[torch.Tensor], Dict[str, torch.Tensor]]
 
 
 def _check_combine(combine: str) -> None:
@@ -13,35 +35,123 @@ def _check_combine(combine: str) -> None:
         raise ValueError(f"loss.combine='{combine}': allowed values are sum, mean")
 
 
-def d_loss(real_logits: List[torch.Tensor], fake_logits: List[torch.Tensor],
-           combine: str = "sum") -> torch.Tensor:
+def _values(logits: Logits) -> List[torch.Tensor]:
+    return list(logits.values()) if isinstance(logits, dict) else list(logits)
+
+
+def d_loss(real_logits: Logits, fake_logits: Logits, combine: str = "sum") -> torch.Tensor:
     """Non-saturating logistic D loss: E softplus(-D(real)) + E softplus(D(fake)).
 
-    "sum": Eq. (7), D' = sigmoid(sum_l D'_l(x_l)), one loss on the summed logits (the paper).
-    "mean": the official code, the loss of every level's logit, averaged over levels.
+    "sum": Eq. (7), D' = sigmoid(sum_heads D'_h(x_h)), one loss on the summed logits (the
+    paper). "mean": the official code, the loss of every head's logit, averaged over heads.
     """
     _check_combine(combine)
+    real, fake = _values(real_logits), _values(fake_logits)
     if combine == "sum":
-        return F.softplus(-sum(real_logits)).mean() + F.softplus(sum(fake_logits)).mean()
-    per_level = [F.softplus(-r).mean() + F.softplus(f).mean()
-                 for r, f in zip(real_logits, fake_logits)]
-    return sum(per_level) / len(per_level)
+        return F.softplus(-sum(real)).mean() + F.softplus(sum(fake)).mean()
+    per_head = [F.softplus(-r).mean() + F.softplus(f).mean() for r, f in zip(real, fake)]
+    return sum(per_head) / len(per_head)
 
 
-def g_loss(fake_logits: List[torch.Tensor], combine: str = "sum") -> torch.Tensor:
+def g_loss(fake_logits: Logits, combine: str = "sum") -> torch.Tensor:
     """Non-saturating G loss: E softplus(-D(G(z)))."""
     _check_combine(combine)
+    fake = _values(fake_logits)
     if combine == "sum":
-        return F.softplus(-sum(fake_logits)).mean()
-    return sum(F.softplus(-f).mean() for f in fake_logits) / len(fake_logits)
+        return F.softplus(-sum(fake)).mean()
+    return sum(F.softplus(-f).mean() for f in fake) / len(fake)
 
 
-def r1_penalty(real_inputs: List[torch.Tensor], real_logits: List[torch.Tensor]) -> torch.Tensor:
-    """sum_l sum_i ||grad_x D'_l(x'_i)||^2 over the real inputs of every level (Eq. 10).
+def r1_penalty(real_inputs: Logits, real_logits: Logits) -> torch.Tensor:
+    """sum_heads sum_i ||grad_x D'_h(x_i)||^2 over every head's real inputs (Eq. 10).
 
     Summed over the batch, not averaged, as Eq. (10) writes it; multiply by lambda outside.
-    D'_l only sees x'_l, so one backward through sum of all logits gives every gradient.
+    Every head must have its own input leaf (``GANLoss`` gives each one): a head only sees its
+    own input, so one backward through the sum of all logits gives every head's gradient.
     """
-    grads = torch.autograd.grad(sum(l.sum() for l in real_logits), real_inputs,
-                                create_graph=True)
+    grads = torch.autograd.grad(sum(l.sum() for l in _values(real_logits)),
+                                _values(real_inputs), create_graph=True)
     return sum(g.float().pow(2).sum() for g in grads)
+
+
+def split_outputs(outputs: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """{head: logits | (logits, aux)} -> ({head: logits}, {head: aux or None})."""
+    logits, aux = {}, {}
+    for name, out in outputs.items():
+        logits[name], aux[name] = out if isinstance(out, tuple) else (out, None)
+    return logits, aux
+
+
+class PhaseResult(NamedTuple):
+    """One optimizer step's loss: ``total`` (the sum of the named ``terms``) to backward,
+    ``stats`` to log beside them, and the heads' logits and aux per side ("real", "fake")."""
+    total: torch.Tensor
+    terms: Dict[str, torch.Tensor]
+    stats: Dict[str, torch.Tensor]
+    logits: Dict[str, Dict[str, torch.Tensor]]
+    aux: Dict[str, Dict[str, Any]]
+
+
+class GANLoss:
+    """The phases of one iteration for generator ``G`` and discriminator heads ``D``."""
+
+    def __init__(self, G: nn.Module, D: nn.Module, model: ModelConfig, loss: LossConfig):
+        _check_combine(loss.combine)
+        self.G, self.D, self.model, self.cfg = G, D, model, loss
+
+    def _heads_with(self, hook: str):
+        for name in self.D.head_levels:
+            head = self.D.head(name)
+            if hasattr(head, hook):
+                yield name, getattr(head, hook)
+
+    def _extra_terms(self, phase: str, real_aux: Optional[Dict], fake_aux: Dict) -> Dict:
+        terms = {}
+        for name, hook in self._heads_with("extra_terms"):
+            for key, value in hook(phase, None if real_aux is None else real_aux[name],
+                                   fake_aux[name]).items():
+                terms[f"{name}/{key}"] = value
+        return terms
+
+    def discriminator(self, real: torch.Tensor, y: Optional[torch.Tensor]) -> PhaseResult:
+        """D main + D R1 (+ heads' terms) on a real batch (B, 3, T, H, W) in [-1, 1].
+
+        Fakes come from G without gradient; conditional fakes take the real batch's labels
+        (labels drawn from the class prior). Real targets S^D are reduced like G's levels.
+        """
+        m = self.model
+        with torch.no_grad():
+            fakes = self.G(self.G.sample_z(real.shape[0]), y)
+        targets = real_targets(real, m.subsample, m.dis_levels, self.D.batch_stride)
+        # One leaf per head, so R1 (Eq. 10) is each head's own gradient norm even when two
+        # heads judge the same level.
+        inputs = {name: x.detach().requires_grad_(True)
+                  for name, x in self.D.head_inputs(targets).items()}
+        real_logits, real_aux = split_outputs(self.D(inputs, y))
+        fake_logits, fake_aux = split_outputs(self.D(fakes, y))
+        r1 = r1_penalty(inputs, real_logits)
+        terms = {"D_main": d_loss(real_logits, fake_logits, self.cfg.combine),
+                 "D_r1": self.cfg.r1_weight * r1,  # Eq. (10) added to the D loss
+                 **self._extra_terms("D", real_aux, fake_aux)}
+        return PhaseResult(sum(terms.values()), terms, {"R1": r1},
+                           {"real": real_logits, "fake": fake_logits},
+                           {"real": real_aux, "fake": fake_aux})
+
+    def generator(self, batch_size: int, y: Optional[torch.Tensor]) -> PhaseResult:
+        """G main (+ heads' terms). D's weights get no gradient here."""
+        self.D.requires_grad_(False)
+        try:
+            fakes = self.G(self.G.sample_z(batch_size), y)
+            fake_logits, fake_aux = split_outputs(self.D(fakes, y))
+            terms = {"G_main": g_loss(fake_logits, self.cfg.combine),
+                     **self._extra_terms("G", None, fake_aux)}
+        finally:
+            self.D.requires_grad_(True)
+        return PhaseResult(sum(terms.values()), terms, {}, {"fake": fake_logits},
+                           {"fake": fake_aux})
+
+    @torch.no_grad()
+    def after_discriminator_step(self, result: PhaseResult) -> None:
+        """Stateful heads update from the D step that was just applied."""
+        for name, hook in self._heads_with("after_step"):
+            hook(result.aux["real"][name], result.aux["fake"][name])

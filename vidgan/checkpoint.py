@@ -1,14 +1,20 @@
-"""Atomic, pruned checkpoints: ``<run>/checkpoints/ckpt_<step>.pt``."""
+"""Atomic, pruned checkpoints: ``<run>/checkpoints/ckpt_<step>.pt``, and reading them back
+(the whole training state, or the generator alone for sampling and evaluation)."""
 from __future__ import annotations
 
 import os
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
+
+from vidgan.config import Config, ConfigError, config_from_dict
+from vidgan.device import resolve_device
+from vidgan.models import Generator, build_generator
 
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
@@ -64,6 +70,42 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise RuntimeError(f"checkpoint {path} lacks {', '.join(missing)}; "
                            f"is it a vidgan checkpoint?")
     return state
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator in eval mode with what the checkpoint says about it."""
+    G: Generator
+    cfg: Config
+    step: int
+    classes: List[str]  # label names, index = label; may be shorter than n_classes or empty
+    path: Path
+    weights: str  # "G_ema" or "G"
+
+    def class_name(self, label: int) -> str:
+        return self.classes[label] if label < len(self.classes) else f"class{label}"
+
+
+def load_generator(path: str | Path, device: Optional[str] = None,
+                   use_ema: bool = True) -> LoadedGenerator:
+    """Build the generator from the config stored in checkpoint ``path`` and load its weights
+    (the EMA copy unless ``use_ema=False``), in eval mode: subsampling off, running BN stats."""
+    path = Path(path)
+    dev = resolve_device(device)
+    state = load_checkpoint(path, map_location="cpu")
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as err:
+        raise ConfigError(f"checkpoint {path}: {err}") from None
+    weights = "G_ema" if use_ema and state.get("G_ema") is not None else "G"
+    G = build_generator(cfg)
+    try:
+        G.load_state_dict(state[weights])
+    except RuntimeError as err:
+        raise RuntimeError(f"checkpoint {path}: {weights} weights do not fit the model its "
+                           f"config describes ({str(err).splitlines()[0]})") from None
+    return LoadedGenerator(G.to(dev).eval(), cfg, int(state["step"]),
+                           list(state.get("classes") or []), path, weights)
 
 
 def rng_state() -> dict:

@@ -1,0 +1,26 @@
+"""Lower layers never import higher ones: the package does not import data_prep (the dataset
+tools) or the sampling CLI module, whatever the import style (top level or inside a function)."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "vidgan"
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def test_package_never_imports_data_prep_or_the_generate_cli():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "generate.py" and path.parent == PACKAGE:
+            continue
+        for name in _imports(path):
+            if name.split(".")[0] == "data_prep" or name.startswith("vidgan.generate"):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+    assert not offenders, "\n".join(offenders)
