@@ -78,3 +78,14 @@ def test_base_chain(tmp_path):
     (tmp_path / "child.yaml").write_text("base: parent.yaml\ntrain:\n  seed: 7\n")
     cfg = load_config(str(tmp_path / "child.yaml"))
     assert cfg.model.resolution == 128 and cfg.train.seed == 7
+
+
+def test_temporal_and_frame_discriminator_choices():
+    cfg = load_config("demo_mocogan.yaml")
+    assert (cfg.model.temporal, cfg.model.content_dim, cfg.model.motion_dim) == ("gru", 50, 10)
+    assert load_config("ucf101_3d2d.yaml").model.frame_discriminator == "resnet2d"
+    for bad, key in (("model.temporal=lstm", "model.temporal"),
+                     ("model.frame_discriminator=3d", "model.frame_discriminator"),
+                     ("model.motion_dim=0", "model.motion_dim")):
+        with pytest.raises(ConfigError, match=key):
+            load_config("demo.yaml", [bad])

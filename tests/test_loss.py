@@ -57,3 +57,47 @@ def test_r1_is_differentiable_wrt_discriminator():
 def test_unknown_combine_rejected():
     with pytest.raises(ValueError, match="sum, mean"):
         g_loss([torch.zeros(1)], "max")
+
+
+# ------------------------------------------------------------ heads and phases (composition)
+class CountingHead(torch.nn.Module):
+    """A stateful head as a user (or the memory issue) adds one: logits from the mean pixel,
+    its logits as aux, an extra term on the fake logits, and a count of the real and fake
+    videos of every applied D step as its state."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.register_buffer("seen", torch.zeros(2))
+
+    def forward(self, x, y=None):
+        logits = self.w * x.mean(dim=(1, 2, 3, 4))
+        return logits, logits
+
+    def extra_terms(self, phase, real_aux, fake_aux):
+        return {"l2": 0.5 * fake_aux.pow(2).mean()}
+
+    def after_step(self, real_aux, fake_aux):
+        self.seen += torch.tensor([len(real_aux), len(fake_aux)], dtype=torch.float32)
+
+
+def test_a_new_head_adds_a_term_and_a_state_update_without_touching_the_loop(
+        tmp_path, synthetic_root):
+    from tests.conftest import tiny_config
+    from vidgan.train import Trainer
+    cfg = tiny_config(f"data.root={synthetic_root}", "data.dataset=folder",
+                      f"train.out_dir={tmp_path}", "train.n_dis=2")
+    trainer = Trainer(cfg)
+    D = trainer.D
+    D.frame, D.head_levels["frame"] = CountingHead(), 4  # the frame slot, as memory will use it
+    trainer.opt_D.add_param_group({"params": [D.frame.w]})
+    metrics = trainer.train_step(iter(trainer.loader))
+    # the head's term joined both phases' totals, under its name
+    for phase, main in (("D", ("D_main", "D_r1")), ("G", ("G_main",))):
+        total = sum(float(metrics[f"loss/{k}"]) for k in main + (f"{phase}_frame_l2",))
+        assert float(metrics[f"loss/{phase}"]) == pytest.approx(total, rel=1e-6)
+        assert float(metrics[f"loss/{phase}_frame_l2"]) > 0
+    assert "logits/real_frame" in metrics and "logits/fake_frame" in metrics
+    # its state moved once per applied D step (n_dis = 2, batch 4), never in the G step
+    assert D.frame.seen.tolist() == [8.0, 8.0]
+    assert D.frame.w.grad is not None  # and it was trained with D

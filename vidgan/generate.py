@@ -1,9 +1,10 @@
 """Sample videos from a checkpoint: ``python -m vidgan.generate --checkpoint CKPT --out DIR``.
 
-Clips, grids, z interpolations (tgan2 §5.5, Fig. 12) and per-level renders (tgan2 §5.6,
-Fig. 13-14), written as mp4 (H.264, yuv420p), GIF or PNG frame strips, with a JSON sidecar that
-records how they were made. The Python API (``load_generator``, ``sample_videos``,
-``interpolate_videos``) is what a notebook calls; ``main`` is a thin CLI over it.
+Clips, grids, z interpolations (tgan2 §5.5, Fig. 12), per-level renders (tgan2 §5.6,
+Fig. 13-14) and, for MoCoGAN generators, content x motion grids (mocogan Fig. 1), written as
+mp4 (H.264, yuv420p), GIF or PNG frame strips, with a JSON sidecar that records how they were
+made. The Python API (``load_generator``, ``sample_videos``, ``interpolate_videos``,
+``content_motion_videos``) is what a notebook calls; ``main`` is a thin CLI over it.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 
 from vidgan.config import ConfigError
 from vidgan.models import Generator
+from vidgan.models.temporal import MoCoGANTemporalGenerator
 from vidgan.checkpoint import LoadedGenerator, load_generator
 from vidgan.video_io import frame_strip, make_grid, to_uint8, write_gif, write_mp4, write_png
 
@@ -149,6 +151,44 @@ def interpolate_videos(G: Generator, pairs: int, steps: int, seed: int = 0,
     return Samples(render(G, z, y, n_frames, levels, batch_size), z, y)
 
 
+def check_content_motion(G: Generator, source: str = "this generator") -> None:
+    if not isinstance(G.temporal, MoCoGANTemporalGenerator):
+        raise ValueError(f"{source} has a {type(G.temporal).__name__}, whose single z has no "
+                         f"content/motion split; content x motion needs a MoCoGAN generator "
+                         f"(model.temporal=gru)")
+
+
+def content_motion_latents(G: Generator, rows: int, cols: int, seed: int,
+                           labels: Optional[torch.Tensor] = None,
+                           n_frames: Optional[int] = None):
+    """MoCoGAN's content x motion grid (mocogan Fig. 1, §4.1): (rows*cols, width) latents,
+    row-major, where row r keeps the content code z_C of draw r and column c the motion noise
+    (h_0, eps_1..eps_N) of draw rows + c. A conditional generator keeps one label per row
+    (``labels`` (rows,), else drawn from the class prior): the label is part of the frame
+    code with the content, not of the motion.
+    """
+    check_content_motion(G)
+    temporal = G.temporal
+    check_labels(G, labels, rows)
+    z, y = draw_latents(G, rows + cols, seed, n_frames=n_frames)
+    content, _ = temporal.split(z[:rows])
+    _, motion = temporal.split(z[rows:])
+    z_grid = torch.cat([content.repeat_interleave(cols, dim=0), motion.repeat(rows, 1)], dim=1)
+    if y is not None:
+        y = (y[:rows] if labels is None else labels.to(y.device)).repeat_interleave(cols)
+    return z_grid, y
+
+
+def content_motion_videos(G: Generator, rows: int, cols: int, seed: int = 0,
+                          n_frames: Optional[int] = None, labels: Optional[torch.Tensor] = None,
+                          levels: bool = False, batch_size: int = 16) -> Samples:
+    """rows x cols clips, row-major (``make_grid(videos, rows)`` lays them out): one content
+    per row, one motion per column. See ``content_motion_latents`` and ``render``."""
+    n_frames = n_frames or G.n_frames
+    z, y = content_motion_latents(G, rows, cols, seed, labels, n_frames)
+    return Samples(render(G, z, y, n_frames, levels, batch_size), z, y)
+
+
 # ---------------------------------------------------------------------------------- CLI
 
 
@@ -210,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--interpolate", type=_int_at_least(2), metavar="K",
                         help="linear paths in z between random endpoints, K steps each, one "
                              "row per pair in one video (tgan2 §5.5)")
+    layout.add_argument("--content-motion", type=_grid, metavar="RxC",
+                        help="MoCoGAN checkpoints: one video with R x C clips, each row one "
+                             "content code, each column one motion sequence (mocogan Fig. 1)")
     p.add_argument("--levels", action="store_true",
                    help="every rendered level side by side for the same z, upscaled "
                         "(nearest) to the output size (tgan2 §5.6)")
@@ -243,11 +286,20 @@ def resolve_class(model: LoadedGenerator, text: str) -> int:
 
 
 def _plan(args, model: LoadedGenerator):
-    """Validated (n clips or pairs, labels or None) for the options."""
+    """Validated (n clips, pairs or content rows, labels or None) for the options."""
     n_classes = model.G.n_classes
     if (args.class_ is not None or args.classes) and n_classes == 0:
         raise ValueError(f"checkpoint {model.path} is an unconditional model "
                          f"(model.n_classes=0); --class/--classes need a conditional one")
+    if args.content_motion:
+        check_content_motion(model.G, f"--content-motion: checkpoint {model.path} "
+                                      f"(model.temporal={model.cfg.model.temporal})")
+        if args.n is not None or args.classes:
+            raise ValueError("--content-motion RxC sets the clips itself (R contents x C "
+                             "motions); drop --n/--classes (--class K fixes every row's class)")
+        rows = args.content_motion[0]
+        label = None if args.class_ is None else resolve_class(model, args.class_)
+        return rows, None if label is None else torch.full((rows,), label, dtype=torch.long)
     # --classes all: n clips per class, class-major, so --grid {n_classes}xN is a row per class
     groups = n_classes if args.classes else 1
     n = args.n
@@ -296,15 +348,19 @@ def generate(args, model: LoadedGenerator) -> Path:
     G, ext = model.G, FORMATS[args.format]
     n_frames = args.frames or G.n_frames
     stem = ("levels_" if args.levels else "") + (
-        "interpolation" if args.interpolate else "grid" if args.grid else "clip")
+        "interpolation" if args.interpolate else "grid" if args.grid else
+        "content_motion" if args.content_motion else "clip")
     if args.interpolate:
         samples = interpolate_videos(G, n, args.interpolate, args.seed, n_frames, labels,
                                      args.levels, args.batch_size)
+    elif args.content_motion:
+        samples = content_motion_videos(G, n, args.content_motion[1], args.seed, n_frames,
+                                        labels, args.levels, args.batch_size)
     else:
         samples = sample_videos(G, n, args.seed, n_frames, labels, args.levels, args.batch_size)
     clip_labels = [] if samples.y is None else samples.y.tolist()
-    if args.interpolate or args.grid:
-        rows = n if args.interpolate else args.grid[0]
+    if args.interpolate or args.grid or args.content_motion:
+        rows = n if args.interpolate or args.content_motion else args.grid[0]
         files = [f"{stem}.{ext}"]
         _write(out / files[0], make_grid(samples.videos, rows), args.format, args.fps, args.crf)
     else:
@@ -322,6 +378,7 @@ def generate(args, model: LoadedGenerator) -> Path:
                     "fps": args.fps, "crf": args.crf if args.format == "mp4" else None,
                     "format": args.format, "grid": list(args.grid) if args.grid else None,
                     "interpolate": args.interpolate,
+                    "content_motion": list(args.content_motion) if args.content_motion else None,
                     "levels": G.levels_rendered if args.levels else None,
                     "class": args.class_, "classes": args.classes,
                     "batch_size": args.batch_size, "device": str(next(G.parameters()).device),

@@ -1,5 +1,8 @@
 """Per-level cost of one training step at batch 1: our version of tgan2 Table 1 / Fig. 5.
 
+The discriminator's rows are its heads: L1..L4 and, with model.frame_discriminator, the
+2D frame head ("frame").
+
     python -m vidgan.profile --config ucf101_st4.yaml [key=value ...]
 
 Models are built on the meta device, so nothing is computed or allocated: multiply-accumulates
@@ -80,7 +83,7 @@ def profile_step(cfg: Config) -> dict:
             g_modules[f"L{i + 1}/block{j}"] = block
     for level, renderer in G.renderers.items():
         g_modules[f"L{level}/render"] = renderer
-    d_modules = {f"L{level}": d for level, d in zip(D.levels, D.discriminators)}
+    d_modules = {name: D.head(name) for name in D.head_levels}  # L1..L4 (+ frame)
 
     def level_of(label: str) -> str:
         return label.split("/")[0]

@@ -12,7 +12,7 @@ logits (B,), or ``(logits, aux)`` when it has more to say about the call (e.g. t
 head's queries). A head may also define
 
 - ``extra_terms(phase, real_aux, fake_aux) -> {name: loss}``, added to phase "D" or "G"
-  (``real_aux`` is None in "G"),
+  (``real_aux`` is None in "G") as term ``<phase>_<head>_<name>`` (e.g. ``D_frame_mi``),
 - ``after_step(real_aux, fake_aux)``, called once after each successful D optimizer step
   with that step's (detached) aux: where a stateful head updates its state.
 """
@@ -110,7 +110,7 @@ class GANLoss:
         for name, hook in self._heads_with("extra_terms"):
             for key, value in hook(phase, None if real_aux is None else real_aux[name],
                                    fake_aux[name]).items():
-                terms[f"{name}/{key}"] = value
+                terms[f"{phase}_{name}_{key}"] = value  # e.g. D_frame_mi
         return terms
 
     def discriminator(self, real: torch.Tensor, y: Optional[torch.Tensor]) -> PhaseResult:

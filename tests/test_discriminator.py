@@ -1,0 +1,92 @@
+"""Discriminator heads (models/discriminator.py): the 2D frame head (MoCoGAN's D_I, tgan2
+§5.3 "3D+2D") beside the 3D level heads, and R1 over every head (Eq. 10)."""
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from vidgan.models import build_discriminator, build_generator
+from vidgan.train.loss import GANLoss
+
+FRAME = ["model.frame_discriminator=resnet2d", "model.subsample=[1,1,1]"]
+
+
+def _frames_seen(D):
+    """Record every batch of frames the frame head's 2D ResNet receives."""
+    seen = []
+    D.frame.net.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    return seen
+
+
+def _index_video(b, t, size, level):
+    """(b, 3, t, size, size) whose frame i holds the constant level * 100 + i."""
+    stamp = level * 100 + torch.arange(t, dtype=torch.float32)
+    return stamp.view(1, 1, t, 1, 1).expand(b, 3, t, size, size).contiguous()
+
+
+@pytest.mark.parametrize("level, k", [(4, 1), (4, 3), (2, 2)])
+def test_frame_head_sees_k_distinct_frames_of_its_level(level, k):
+    cfg = tiny_config(*FRAME, f"model.frame_level={level}", f"model.frames_per_video={k}")
+    D = build_discriminator(cfg)
+    seen = _frames_seen(D)
+    videos = [_index_video(5, 8, 8 * 2 ** i, i + 1) for i in range(4)]
+    logits = D(videos)
+    assert set(logits) == {"L1", "L2", "L3", "L4", "frame"} and logits["frame"].shape == (5,)
+    (frames,) = seen
+    size = 8 * 2 ** (level - 1)
+    assert frames.shape == (5 * k, 3, size, size)
+    stamps = frames[:, 0, 0, 0].view(5, k)  # video-major
+    assert ((stamps // 100) == level).all()  # frames of the right level
+    for row in stamps:
+        assert len(set(row.tolist())) == k  # k distinct frames per video
+
+
+def test_real_and_fake_frames_follow_one_uniform_draw():
+    """In a D step the frame head judges real and fake videos alike: the same number of frames
+    of the same level, drawn by the same rule, uniform over the frames of a video."""
+    cfg = tiny_config(*FRAME)
+    G, D = build_generator(cfg).train(), build_discriminator(cfg)
+    seen = _frames_seen(D)
+    real = _index_video(4, 8, 64, 0) / 8 - 1  # in [-1, 1); frame i = i/8 - 1
+    GANLoss(G, D, cfg.model, cfg.loss).discriminator(real, None)
+    assert [x.shape for x in seen] == [(4, 3, 64, 64)] * 2  # real, then fake
+    counts = torch.zeros(8)
+    for _ in range(400):
+        seen.clear()
+        D.frame(real.repeat(4, 1, 1, 1, 1))
+        counts += torch.bincount(((seen[0][:, 0, 0, 0] + 1) * 8).round().long(), minlength=8)
+    expected = counts.sum() / 8  # 800 per frame
+    assert ((counts - expected).abs() < 5 * expected.sqrt()).all(), counts
+
+
+def test_r1_is_the_sum_of_every_heads_own_gradient_norm():
+    """Eq. (10) over heads: the frame head judges the same level-4 video as the 3D head L4, yet
+    R1 is ||grad D_L4||^2 + ||grad D_frame||^2 (+ the other levels), not the norm of the
+    summed gradient."""
+    cfg = tiny_config(*FRAME, "model.frames_per_video=2")
+    torch.manual_seed(0)
+    G, D = build_generator(cfg).train(), build_discriminator(cfg)
+    real = torch.rand(2, 3, 8, 64, 64) * 2 - 1
+    torch.manual_seed(1)
+    r1 = GANLoss(G, D, cfg.model, cfg.loss).discriminator(real, None).stats["R1"]
+    # the same draws again, by hand: every head's gradient on its own
+    torch.manual_seed(1)
+    from vidgan.data.targets import real_targets
+    with torch.no_grad():
+        G(G.sample_z(2))
+    targets = real_targets(real, cfg.model.subsample, cfg.model.dis_levels)
+    norms = {}
+    for name, x in D.head_inputs(targets).items():
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(D.head(name)(x).sum(), x)
+        norms[name] = float(g.pow(2).sum())
+    assert norms["frame"] > 0
+    assert float(r1.detach()) == pytest.approx(sum(norms.values()), rel=1e-4)
+
+
+def test_frames_per_video_is_checked_against_the_level():
+    from vidgan.config import ConfigError
+    with pytest.raises(ConfigError, match=r"frames_per_video=2: level 4 has 1 frame"):
+        tiny_config("model.frame_discriminator=resnet2d", "model.frames_per_video=2")
+    with pytest.raises(ConfigError, match="frame_level=2"):
+        tiny_config("model.frame_discriminator=resnet2d", "model.dis_levels=[3,4]",
+                    "model.frame_level=2")
