@@ -9,12 +9,12 @@ import torch
 from torch.nn import functional as F
 
 from tests.conftest import tiny_config
+from vidgan.checkpoint import rng_state, save_checkpoint
 from vidgan.config import to_dict
 from vidgan.evaluate import (classify, eval_dataset, evaluate_generator, generated_clips,
                              load_real_stats, main, real_clips)
 from vidgan.metrics import C3D, inception_score, load_c3d, mean_cov, save_c3d
 from vidgan.models import build_discriminator, build_generator
-from vidgan.checkpoint import rng_state, save_checkpoint
 from vidgan.train.ema import make_ema
 
 

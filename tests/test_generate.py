@@ -7,14 +7,13 @@ import torch
 from PIL import Image
 
 from tests.conftest import tiny_config
+from vidgan.checkpoint import rng_state, save_checkpoint
 from vidgan.config import to_dict
 from vidgan.device import resolve_device
 from vidgan.generate import (content_motion_videos, draw_latents, interpolate_videos,
-                             interpolation_latents,
-                             load_generator, main, render, sample_videos,
-                             side_by_side)
+                             interpolation_latents, load_generator, main, render,
+                             sample_videos, side_by_side)
 from vidgan.models import build_discriminator, build_generator
-from vidgan.checkpoint import rng_state, save_checkpoint
 from vidgan.train.ema import make_ema
 from vidgan.video_io import frame_strip
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.conftest import TINY, tiny_config
+from vidgan.checkpoint import list_checkpoints, load_checkpoint
 from vidgan.config import config_from_dict, load_config
 from vidgan.train import NonFiniteLossError, Trainer
-from vidgan.checkpoint import list_checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

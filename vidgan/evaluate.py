@@ -30,12 +30,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vidgan.checkpoint import load_generator
 from vidgan.config import METRICS, Config, ConfigError, config_from_dict, load_config, to_dict
 from vidgan.device import resolve_device
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
 from vidgan.metrics.c3d import N_FRAMES
 from vidgan.metrics.stats import mean_cov
-from vidgan.checkpoint import load_generator
 
 STATS_VERSION = 1  # bump when the statistics' definition changes; old cache files are ignored
 # data settings that change speed, not the clips; left out of the statistics' cache key

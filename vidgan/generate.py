@@ -13,14 +13,14 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
+from vidgan.checkpoint import LoadedGenerator, load_generator
 from vidgan.config import ConfigError
 from vidgan.models import Generator
 from vidgan.models.temporal import MoCoGANTemporalGenerator
-from vidgan.checkpoint import LoadedGenerator, load_generator
 from vidgan.video_io import frame_strip, make_grid, to_uint8, write_gif, write_mp4, write_png
 
 FORMATS = {"mp4": "mp4", "gif": "gif", "png-strip": "png"}  # format -> file extension

@@ -4,7 +4,7 @@ ResNet frame head (MoCoGAN's D_I, tgan2 §5.3 "3D+2D"), and the set of named hea
 The same SNGAN-style ResNet serves both: ``dims=3`` (3x3x3 kernels, video) or ``dims=2``
 (3x3 kernels, frames).
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn

@@ -13,13 +13,13 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from vidgan.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                               set_rng_state)
 from vidgan.config import Config, config_from_dict, to_dict, to_yaml
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.device import resolve_device
 from vidgan.models import build_discriminator, build_generator
-from vidgan.checkpoint import (latest_checkpoint, load_checkpoint, rng_state,
-                                     save_checkpoint, set_rng_state)
 from vidgan.train.ema import make_ema, update_ema
 from vidgan.train.loss import GANLoss, PhaseResult
 from vidgan.video_io import gif_bytes, make_grid, to_uint8, write_mp4

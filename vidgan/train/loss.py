@@ -138,7 +138,8 @@ class GANLoss:
                            {"real": real_aux, "fake": fake_aux})
 
     def generator(self, batch_size: int, y: Optional[torch.Tensor]) -> PhaseResult:
-        """G main (+ heads' terms). D's weights get no gradient here."""
+        """G main (+ heads' terms). D's weights get no gradient here: autograd records
+        requires_grad when the graph is built, so the backward that follows skips them."""
         self.D.requires_grad_(False)
         try:
             fakes = self.G(self.G.sample_z(batch_size), y)
