@@ -1,0 +1,164 @@
+"""The vMF memory of memoryGAN's discriminative memory network (memoryGAN §3.1, DESIGN §5).
+
+State (buffers, never trained by gradient, float32 even under autocast, saved in checkpoints):
+keys K (N, M), values v (N,) (1 real / 0 fake), ages a (N,) and the slot histogram h (N,).
+Semantics follow the official memoryGAN code, which produced the paper's numbers (DESIGN §5):
+where its wording and the paper's differ, the comments say which is followed.
+"""
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+KAPPA = 1.0  # vMF concentration (memoryGAN §3.1.1: kappa = 1)
+
+
+def _stable_topk(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest entries of each row, ties to the lower index (stable sort)."""
+    return torch.sort(score, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+class VMFMemory(nn.Module):
+    """A mixture of N von Mises-Fisher components on the unit sphere, each with a real/fake
+    value (memoryGAN Eq. 1-5)."""
+
+    def __init__(self, num_slots: int, key_dim: int, k: int, alpha: float = 0.5,
+                 beta: float = 1e-8, update_rule: str = "em"):
+        super().__init__()
+        if not 1 <= k <= num_slots:
+            raise ValueError(f"top-k={k} must lie in 1..num_slots={num_slots}")
+        if update_rule not in ("em", "kaiser"):
+            raise ValueError(f"update_rule='{update_rule}': allowed values are em, kaiser")
+        self.num_slots, self.key_dim, self.k = num_slots, key_dim, k
+        self.alpha, self.beta, self.update_rule = alpha, beta, update_rule
+        values = torch.zeros(num_slots)
+        values[:num_slots // 2] = 1.0  # official init: first half real, the rest fake
+        self.register_buffer("keys", torch.zeros(num_slots, key_dim))
+        self.register_buffer("values", values)
+        self.register_buffer("ages", torch.zeros(num_slots))
+        self.register_buffer("hist", torch.full((num_slots,), 1e-5))
+
+    def extra_repr(self) -> str:
+        return (f"slots={self.num_slots}, key_dim={self.key_dim}, k={self.k}, "
+                f"alpha={self.alpha}, update={self.update_rule}")
+
+    # ---------------------------------------------------------------- read
+    def _similarities(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, M) raw queries -> (q_hat (B, M), s (B, N) = q_hat . K_i), in float32."""
+        q_hat = F.normalize(q.float(), dim=1)
+        return q_hat, q_hat @ self.keys.t()
+
+    def _read_slots(self, s: torch.Tensor) -> torch.Tensor:
+        """Eq. (3): top-k of (h + beta) exp(kappa s - 1) over all labels, (B, k)."""
+        return _stable_topk((self.hist + self.beta) * torch.exp(KAPPA * s.detach() - 1), self.k)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        """p(real | q) (B,) for raw queries q (B, M), Eq. (4) over the top-k slots S.
+
+        The posterior over S weighs each slot by exp(s_i - 1) (alpha h_i + beta), the official
+        code's prior (the paper's Eq. 1 has h_i + beta); only s carries a gradient to q.
+        """
+        with torch.autocast(q.device.type, enabled=False):
+            _, s = self._similarities(q)
+            slots = self._read_slots(s)
+            logit = s.gather(1, slots) + torch.log(self.alpha * self.hist[slots] + self.beta)
+            return (torch.softmax(logit, dim=1) * self.values[slots]).sum(dim=1)
+
+    # ---------------------------------------------------------------- write
+    @torch.no_grad()
+    def update(self, q: torch.Tensor, label: int) -> Dict[str, torch.Tensor]:
+        """One write of a batch of queries with one label (1 real, 0 fake), DESIGN §5.
+
+        Every sample is judged against the state before the call. Sample b resets when the
+        top-1 slot of its read set S_b holds the other label: (K, v, h) = (q_hat_b, label,
+        mean h) goes to an old slot, the i-th resetting sample (batch order) to the i-th
+        oldest (age descending, ties to the lower index). The others take one EM step on
+        S^y_b = top-k of (h + beta) exp(s - 2 [v != y] - 1) (the label penalty exp(-2)):
+        gamma = softmax over S^y_b of s - 1 + log(alpha h + beta), h_i <- alpha h_i + 1 (the
+        official code adds the sum of gamma, which is 1), K_i <- normalize(K_i + gamma_i /
+        (alpha h_i + 1) (q_hat_b - K_i)). Rows are written sample-major, the last writer of a
+        slot wins; then every age grows by 1 and written slots get age 0.
+        Returns {"resets": number of resetting samples} (a tensor: no host sync).
+        """
+        with torch.autocast(q.device.type, enabled=False):
+            q_hat, s = self._similarities(q)
+            b, k, y = q_hat.shape[0], self.k, float(label)
+            if b > self.num_slots:
+                raise ValueError(f"a write of {b} queries needs at least as many slots; the "
+                                 f"memory has {self.num_slots}")
+            read = self._read_slots(s)
+            reset = self.values[read[:, 0]] != y  # (B,)
+            rank = torch.cumsum(reset.long(), 0) - 1  # i-th resetting sample
+            oldest = torch.sort(self.ages, descending=True, stable=True).indices
+            reset_slot = oldest[rank.clamp(min=0)]  # (B,)
+
+            wrong = (self.values != y).float()
+            em_slots = _stable_topk((self.hist + self.beta)
+                                    * torch.exp(KAPPA * (s - 2 * wrong) - 1), k)  # (B, k)
+            s_em = s.gather(1, em_slots)
+            h_em = self.alpha * self.hist[em_slots]  # (B, k)
+            gamma = torch.softmax(s_em + torch.log(h_em + self.beta), dim=1)
+            new_h = h_em + 1.0
+            keys_em = self.keys[em_slots]  # (B, k, M)
+            if self.update_rule == "em":
+                ratio = (gamma / new_h).unsqueeze(2)
+                new_keys = F.normalize(keys_em + ratio * (q_hat.unsqueeze(1) - keys_em), dim=2)
+                rows_per_sample = k
+            else:  # memoryGAN's "-EM" ablation, Kaiser et al.'s rule on the nearest slot
+                new_keys = F.normalize(keys_em[:, :1] + q_hat.unsqueeze(1), dim=2)
+                em_slots, new_h = em_slots[:, :1], new_h[:, :1]
+                rows_per_sample = 1
+
+            # One row per (sample, slot), sample-major; a resetting sample writes its one row.
+            r = rows_per_sample
+            idx = torch.where(reset[:, None], reset_slot[:, None], em_slots).reshape(-1)
+            keys = torch.where(reset[:, None, None], q_hat[:, None], new_keys).reshape(-1, self.key_dim)
+            vals = torch.where(reset[:, None], torch.full_like(new_h, y),
+                               self.values[em_slots]).reshape(-1)
+            hist = torch.where(reset[:, None], self.hist.mean().expand_as(new_h),
+                               new_h).reshape(-1)
+            # the last row writing a slot wins: keep, per slot, the row of highest index
+            row = torch.arange(b * r, device=idx.device)
+            last = torch.full((self.num_slots,), -1, dtype=torch.long, device=idx.device)
+            last.scatter_reduce_(0, idx, row, reduce="amax")
+            win = row == last[idx]
+            slots = idx[win]
+            self.keys[slots] = keys[win]
+            self.values[slots] = vals[win]
+            self.hist[slots] = hist[win]
+            self.ages += 1
+            self.ages[slots] = 0
+        return {"resets": reset.sum()}
+
+    # ---------------------------------------------------------------- MCGN
+    def slot_probs(self) -> torch.Tensor:
+        """p(c) = h_c v_c / sum_j h_j v_j (memoryGAN §3.2), (N,)."""
+        real = self.hist * self.values
+        return real / real.sum()
+
+    def sample_slots(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n slot indices c ~ p(c), on the generator's device (default: the memory's)."""
+        real = self.hist * self.values
+        if not bool((real > 0).any()):
+            raise ValueError("the memory holds no real slot (every value is 0), so p(c) = h v "
+                             "/ sum h v is undefined; was it loaded from a memory checkpoint?")
+        probs = real / real.sum()
+        if generator is not None:
+            probs = probs.to(generator.device)
+        return torch.multinomial(probs, n, replacement=True, generator=generator)
+
+    # ---------------------------------------------------------------- diagnostics
+    @torch.no_grad()
+    def diagnostics(self, q_real: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Fraction of real slots, mean age, histogram entropy, and the biased log-likelihood
+        of real queries (memoryGAN Fig. 3a, as its code computes it: log sum_i N(s_i - 1)
+        (h_i v_i + beta) / sum_j (h_j v_j + beta))."""
+        with torch.autocast(q_real.device.type, enabled=False):
+            _, s = self._similarities(q_real)
+            prior = self.hist * self.values + self.beta
+            density = torch.exp(s - 1) / (2 * torch.pi) ** 0.5 * (prior / prior.sum())
+            hist = self.hist / self.hist.sum()
+            return {"real_slots": self.values.mean(), "mean_age": self.ages.mean(),
+                    "hist_entropy": -(hist * torch.log(hist.clamp_min(1e-30))).sum(),
+                    "log_likelihood": torch.log(density.sum(dim=1)).mean()}
