@@ -67,7 +67,7 @@ def test_r1_is_the_sum_of_every_heads_own_gradient_norm():
     G, D = build_generator(cfg).train(), build_discriminator(cfg)
     real = torch.rand(2, 3, 8, 64, 64) * 2 - 1
     torch.manual_seed(1)
-    r1 = GANLoss(G, D, cfg.model, cfg.loss).discriminator(real, None).stats["R1"]
+    r1 = GANLoss(G, D, cfg.model, cfg.loss).discriminator(real, None).stats["loss/R1"]
     # the same draws again, by hand: every head's gradient on its own
     torch.manual_seed(1)
     from vidgan.data.targets import real_targets
@@ -90,3 +90,35 @@ def test_frames_per_video_is_checked_against_the_level():
     with pytest.raises(ConfigError, match="frame_level=2"):
         tiny_config("model.frame_discriminator=resnet2d", "model.dis_levels=[3,4]",
                     "model.frame_level=2")
+
+
+# ------------------------------------------------------------------- memory head
+MEMORY = ["model.frame_discriminator=memory", "model.memory.slots=32", "model.memory.key_dim=8",
+          "model.memory.topk=4"]
+
+
+def test_memory_head_logit_is_the_clipped_log_odds_of_p_averaged_over_frames():
+    """memoryGAN §3.1.1 / DESIGN §5: each frame's logit is logit(clip(p, 1e-3, 1 - 1e-3)), so
+    softplus(-logit) = -log p; a video's logit is the mean over its frames."""
+    cfg = tiny_config(*MEMORY, "model.subsample=[1,1,1]", "model.frames_per_video=8")
+    D = build_discriminator(cfg)
+    memory = D.frame.memory
+    torch.manual_seed(0)
+    memory.keys.copy_(torch.nn.functional.normalize(torch.randn(32, 8), dim=1))
+    memory.hist.uniform_(0.5, 2.0)
+    video = torch.rand(3, 3, 8, 64, 64) * 2 - 1
+    with torch.no_grad():
+        logits, aux = D.frame(video)  # all 8 frames, in a random order: the mean does not care
+    frames = video.transpose(1, 2).flatten(0, 1)  # (24, 3, 64, 64)
+    with torch.no_grad():
+        p = memory(D.frame.queries(frames))
+    assert 0 < float(p.min()) and float(p.max()) < 1  # a mixed read, not a clipped one
+    expected = torch.logit(p.clamp(1e-3, 1 - 1e-3)).view(3, 8).mean(dim=1)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    assert aux["q"].shape == (24, 8) and aux["p"].shape == (24,)
+    one = torch.logit(p[:1].clamp(1e-3, 1 - 1e-3))
+    torch.testing.assert_close(torch.nn.functional.softplus(-one), -torch.log(p[:1]))
+    # the memory is D's state, not a trainable part of it
+    assert not any(n.startswith("frame.memory") for n, _ in D.named_parameters())
+    assert {"frame.memory.keys", "frame.memory.values", "frame.memory.ages",
+            "frame.memory.hist"} <= set(D.state_dict())

@@ -11,6 +11,7 @@ from vidgan.checkpoint import rng_state, save_checkpoint
 from vidgan.config import to_dict
 from vidgan.device import resolve_device
 from vidgan.generate import (content_motion_videos, draw_latents, interpolate_videos,
+                             memory_slot_latents,
                              interpolation_latents, load_generator, main, render,
                              sample_videos, side_by_side)
 from vidgan.models import build_discriminator, build_generator
@@ -365,3 +366,35 @@ def test_gru_clips_longer_than_training(gru_ckpt, tmp_path, capsys):
     assert code == 0, err
     frames, _ = decode(next(tmp_path.glob("clip_0000*.mp4")))
     assert frames.shape == (16, 64, 64, 3)
+
+
+# ------------------------------------------------------------------ memory slots (MCGN)
+def test_memory_slots_render_a_row_per_most_probable_slot(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "mem", "model.frame_discriminator=memory",
+                       "model.memory.slots=16", "model.memory.key_dim=4",
+                       "model.memory.topk=4")
+    state = torch.load(ckpt, weights_only=False)
+    hist = torch.full((16,), 1e-5)
+    hist[[5, 2, 9]] = torch.tensor([3.0, 2.0, 1.0])  # slot 9 is fake (second half): p = 0
+    keys = torch.nn.functional.normalize(torch.randn(16, 4), dim=1)
+    state["D"]["frame.memory.hist"], state["D"]["frame.memory.keys"] = hist, keys
+    torch.save(state, ckpt)
+    code, err = run_cli(capsys, "--checkpoint", ckpt, "--out", tmp_path / "out",
+                        "--memory-slots", 2, "--n", 3, "--seed", 1)
+    assert code == 0, err
+    frames, _ = decode(tmp_path / "out" / "memory_slots.mp4")
+    assert frames.shape == (8, 130, 194, 3)  # 2 slots x 3 clips of 64 px
+    model = load_generator(ckpt, "cpu")
+    assert torch.equal(model.G.memory.hist, hist)  # the memory stored with D
+    z, top = memory_slot_latents(model.G, 2, 3, seed=1)
+    assert top.tolist() == [5, 2]  # by p(c) = h v / sum h v
+    torch.testing.assert_close(model.G.memory_condition(z), keys[[5, 5, 5, 2, 2, 2]])
+    assert json.loads((tmp_path / "out" / "memory_slots.json").read_text())[
+        "options"]["memory_slots"] == 2
+    code, err = run_cli(capsys, "--checkpoint", ckpt, "--out", tmp_path / "o2",
+                        "--memory-slots", 9)  # slots 0-7 are real (p > 0), 8-15 fake
+    assert code == 2 and "real slots" in err
+    ckpt_plain = _checkpoint(tmp_path / "plain")
+    code, err = run_cli(capsys, "--checkpoint", ckpt_plain, "--out", tmp_path / "o3",
+                        "--memory-slots", 2)
+    assert code == 2 and "not memory-conditional" in err

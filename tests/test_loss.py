@@ -74,11 +74,12 @@ class CountingHead(torch.nn.Module):
         logits = self.w * x.mean(dim=(1, 2, 3, 4))
         return logits, logits
 
-    def extra_terms(self, phase, real_aux, fake_aux):
+    def extra_terms(self, phase, real_aux, fake_aux, condition):
         return {"l2": 0.5 * fake_aux.pow(2).mean()}
 
     def after_step(self, real_aux, fake_aux):
         self.seen += torch.tensor([len(real_aux), len(fake_aux)], dtype=torch.float32)
+        return {"seen_real": self.seen[0].clone()}
 
 
 def test_a_new_head_adds_a_term_and_a_state_update_without_touching_the_loop(
@@ -99,5 +100,5 @@ def test_a_new_head_adds_a_term_and_a_state_update_without_touching_the_loop(
         assert float(metrics[f"loss/{phase}_frame_l2"]) > 0
     assert "logits/real_frame" in metrics and "logits/fake_frame" in metrics
     # its state moved once per applied D step (n_dis = 2, batch 4), never in the G step
-    assert D.frame.seen.tolist() == [8.0, 8.0]
+    assert D.frame.seen.tolist() == [8.0, 8.0] and float(metrics["frame/seen_real"]) == 8.0
     assert D.frame.w.grad is not None  # and it was trained with D

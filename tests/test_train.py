@@ -250,3 +250,63 @@ def test_a_checkpoint_from_before_heads_and_phases_still_resumes(tmp_path, synth
         assert torch.equal(resumed.D.state_dict()[k], v), k
     resumed.run()
     assert resumed.step == 4 and load_checkpoint(list_checkpoints(run)[-1])["step"] == 4
+
+
+# ------------------------------------------------------------------- memory discriminator
+MEMORY = ["model.frame_discriminator=memory", "model.memory.slots=64", "model.memory.key_dim=8",
+          "model.memory.topk=16"]
+
+
+def _memory_state(trainer):
+    return {k: v.clone() for k, v in trainer.D.frame.memory.state_dict().items()}
+
+
+def test_memory_is_written_in_d_steps_only_and_mi_joins_both_losses(tmp_path, synthetic_root):
+    trainer = Trainer(_cfg(tmp_path, synthetic_root, *MEMORY, "loss.mi_weight=0.5"))
+    batches = iter(trainer.loader)
+    before = _memory_state(trainer)
+    trainer.generator_step(None)  # the G step reads the memory (MCGN, D's logits) only
+    assert all(torch.equal(v, before[k]) for k, v in _memory_state(trainer).items())
+    with torch.no_grad():  # sampling and EMA never write either
+        trainer.sample_grid()
+    assert all(torch.equal(v, before[k]) for k, v in _memory_state(trainer).items())
+    metrics = trainer.train_step(batches)  # one D step: a real write, then a fake write
+    ages = trainer.D.frame.memory.ages
+    assert float(ages.max()) == 2 and float(ages.min()) == 0
+    for phase in ("D", "G"):
+        assert float(metrics[f"loss/{phase}_frame_mi"]) > 0
+    for key in ("real_slots", "mean_age", "hist_entropy", "log_likelihood", "p_real", "p_fake",
+                "resets_real", "resets_fake"):
+        assert torch.isfinite(metrics[f"frame/{key}"]), key
+    # MCGN: the generator's latent ends with keys of D's memory
+    z = trainer.G.sample_z(3)
+    keys = trainer.G.memory_condition(z)
+    assert all(any(torch.equal(k, row) for row in trainer.D.frame.memory.keys) for k in keys)
+
+
+def test_memory_tells_real_from_generated_frames_after_a_short_run(tmp_path, synthetic_root):
+    """After a short CPU run the memory reads a higher p(real) on real frames than on
+    generated ones (memoryGAN's D works through the memory alone)."""
+    trainer = Trainer(_cfg(tmp_path, synthetic_root, *MEMORY, "train.lr=4e-4"))
+    batches = iter(trainer.loader)
+    p_real, p_fake = [], []
+    for step in range(120):
+        metrics = trainer.train_step(batches)
+        if step >= 100:
+            p_real.append(float(metrics["frame/p_real"]))
+            p_fake.append(float(metrics["frame/p_fake"]))
+    assert sum(p_real) / 20 > sum(p_fake) / 20 + 0.05, (p_real, p_fake)
+
+
+def test_memory_run_resumes_bitwise(tmp_path, synthetic_root):
+    straight = Trainer(_cfg(tmp_path / "a", synthetic_root, "train.iterations=4", *MEMORY))
+    straight.run()
+    Trainer(_cfg(tmp_path / "b", synthetic_root, "train.iterations=2", *MEMORY)).run()
+    resumed = Trainer(_cfg(tmp_path / "b", synthetic_root, "train.iterations=4", *MEMORY),
+                      resume=True)
+    resumed.run()
+    a, b = _weights(straight), _weights(resumed)
+    assert any(k.startswith("D.frame.memory.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert float(straight.D.frame.memory.ages.max()) > 0

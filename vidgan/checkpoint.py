@@ -15,6 +15,7 @@ import torch
 from vidgan.config import Config, ConfigError, config_from_dict
 from vidgan.device import resolve_device
 from vidgan.models import Generator, build_generator
+from vidgan.models.discriminator import build_memory
 
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
@@ -101,6 +102,12 @@ def load_generator(path: str | Path, device: Optional[str] = None,
     G = build_generator(cfg)
     try:
         G.load_state_dict(state[weights])
+        if cfg.model.memory_condition_dim:  # MCGN samples the memory stored with D
+            memory = build_memory(cfg.model)
+            prefix = "frame.memory."
+            memory.load_state_dict({k[len(prefix):]: v for k, v in state["D"].items()
+                                    if k.startswith(prefix)})
+            G.attach_memory(memory.to(dev))
     except RuntimeError as err:
         raise RuntimeError(f"checkpoint {path}: {weights} weights do not fit the model its "
                            f"config describes ({str(err).splitlines()[0]})") from None

@@ -31,6 +31,19 @@ def n_frames_after(n_frames: int, subsample: List[int]) -> List[int]:
 
 
 @dataclass
+class MemoryConfig:
+    """The vMF memory of model.frame_discriminator=memory (memoryGAN §3, DESIGN §5). Defaults
+    are the official CIFAR-10 settings."""
+    slots: int = 16384  # N
+    key_dim: int = 512  # M, the query/key dimension
+    topk: int = 256  # k slots read and written per query
+    alpha: float = 0.5  # histogram decay of the EM step
+    # MCGN (memoryGAN §3.2): the generator also takes the key K_c of a slot c ~ h v / sum h v
+    condition_generator: bool = True
+    update: str = "em"  # em | kaiser (memoryGAN's "-EM" ablation: K <- normalize(K + q))
+
+
+@dataclass
 class ModelConfig:
     resolution: int = 192  # H = W of the final level; FC map is resolution/64 (tgan2 §4.1)
     n_frames: int = 16  # T, frames per training clip
@@ -53,11 +66,19 @@ class ModelConfig:
     # paper's single-discriminator "naive" baseline (§5.3).
     dis_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     n_classes: int = 0  # > 0: conditional model (tgan2 §4.6)
-    # Per-frame discriminator head beside the 3D level heads: none, or resnet2d (the SNGAN
-    # image D with 2D kernels: MoCoGAN's D_I, tgan2 §5.3's "3D+2D" baseline).
+    # Per-frame discriminator head beside the 3D level heads: none, resnet2d (the SNGAN image
+    # D with 2D kernels: MoCoGAN's D_I, tgan2 §5.3's "3D+2D" baseline) or memory (that ResNet
+    # as memoryGAN's inference network mu, then the vMF memory of model.memory).
     frame_discriminator: str = "none"
     frame_level: int = 4  # the level whose frames it judges (default: the highest, level 4)
     frames_per_video: int = 1  # frames drawn at random per video (MoCoGAN's S_1: 1)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+    @property
+    def memory_condition_dim(self) -> int:
+        """Width of the memory key K_c the generator takes (MCGN), 0 without one."""
+        on = self.frame_discriminator == "memory" and self.memory.condition_generator
+        return self.memory.key_dim if on else 0
 
 
 @dataclass
@@ -90,6 +111,9 @@ class LossConfig:
     # "mean": the official code, softplus loss per level, averaged over levels.
     combine: str = "sum"
     r1_weight: float = 0.5  # lambda of Eq. (10); 0.5 for TGANv2, 10 for the baselines
+    # memoryGAN's mutual-information term lambda * mean((q_fake - K_c)^2), in L_D and L_G
+    # (model.frame_discriminator=memory with condition_generator); official: 1e-6
+    mi_weight: float = 1e-6
 
 
 @dataclass
@@ -140,7 +164,8 @@ class Config:
 
 CHOICES = {
     "model.temporal": ("convlstm", "gru"),
-    "model.frame_discriminator": ("none", "resnet2d"),
+    "model.frame_discriminator": ("none", "resnet2d", "memory"),
+    "model.memory.update": ("em", "kaiser"),
     "model.discriminator": ("multi3d",),
     "data.dataset": ("synthetic", "folder", "ucf101", "faceforensics"),
     "data.subset": ("train", "val", "test", "all"),
@@ -222,7 +247,26 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.frames_per_video={m.frames_per_video}: level {m.frame_level} "
                           f"has {frames} frame(s) per video (model.n_frames={m.n_frames}, "
                           f"subsample={list(m.subsample)}); expected 1..{frames}")
+    mem = m.memory
+    if m.frame_discriminator == "memory":
+        if m.n_classes:
+            raise ConfigError(f"model.frame_discriminator='memory' with model.n_classes="
+                              f"{m.n_classes}: the memory discriminator is unconditional; use "
+                              f"resnet2d for a conditional model")
+        if not 1 <= mem.topk <= mem.slots:
+            raise ConfigError(f"model.memory.topk={mem.topk}: must lie in 1..model.memory.slots"
+                              f"={mem.slots}")
+        if not 0.0 < mem.alpha <= 1.0:
+            raise ConfigError(f"model.memory.alpha={mem.alpha}: must be in (0, 1]")
+        queries = cfg.train.batch_size * m.frames_per_video
+        if queries > mem.slots:
+            raise ConfigError(f"model.memory.slots={mem.slots}: a write holds train.batch_size x "
+                              f"model.frames_per_video = {queries} queries; use more slots")
+    if cfg.loss.mi_weight < 0:
+        raise ConfigError(f"loss.mi_weight={cfg.loss.mi_weight}: must be >= 0")
     for name, value in (("model.z_dim", m.z_dim), ("model.content_dim", m.content_dim),
+                        ("model.memory.slots", mem.slots),
+                        ("model.memory.key_dim", mem.key_dim),
                         ("model.motion_dim", m.motion_dim), ("model.clstm_ch", m.clstm_ch),
                         ("model.clstm_layers", m.clstm_layers), ("model.ch", m.ch),
                         ("model.dis_ch", m.dis_ch), ("train.batch_size", cfg.train.batch_size),

@@ -189,6 +189,35 @@ def content_motion_videos(G: Generator, rows: int, cols: int, seed: int = 0,
     return Samples(render(G, z, y, n_frames, levels, batch_size), z, y)
 
 
+def memory_slot_latents(G: Generator, n_slots: int, per_slot: int, seed: int,
+                        n_frames: Optional[int] = None):
+    """Latents of a memory-conditional generator (MCGN, memoryGAN §3.2) for the ``n_slots``
+    most probable slots of its memory (p(c) = h v / sum h v), ``per_slot`` fresh noises each,
+    slot-major; returns (z, slot indices (n_slots,))."""
+    if G.memory is None:
+        raise ValueError("memory slots need a memory-conditional generator "
+                         "(model.frame_discriminator=memory, model.memory.condition_generator"
+                         "=true) with its memory attached (load_generator attaches it)")
+    probs = G.memory.slot_probs()
+    if n_slots > int((probs > 0).sum()):
+        raise ValueError(f"{n_slots} slots asked, the memory has {int((probs > 0).sum())} "
+                         f"real slots with p(c) > 0")
+    top = torch.sort(probs, descending=True, stable=True).indices[:n_slots]
+    z = G.sample_z(n_slots * per_slot, generator=torch.Generator().manual_seed(seed),
+                   n_frames=n_frames, slots=top.repeat_interleave(per_slot))
+    return z, top
+
+
+def memory_slot_videos(G: Generator, n_slots: int, per_slot: int, seed: int = 0,
+                       n_frames: Optional[int] = None, levels: bool = False,
+                       batch_size: int = 16) -> Samples:
+    """One row per slot of the ``n_slots`` most probable memory slots, ``per_slot`` clips
+    each (``make_grid(videos, n_slots)``). See ``memory_slot_latents`` and ``render``."""
+    n_frames = n_frames or G.n_frames
+    z, _ = memory_slot_latents(G, n_slots, per_slot, seed, n_frames)
+    return Samples(render(G, z, None, n_frames, levels, batch_size), z, None)
+
+
 # ---------------------------------------------------------------------------------- CLI
 
 
@@ -232,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a ckpt_*.pt written by training")
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--n", type=_positive_int,
-                   help="clips (per class with --classes all; pairs with --interpolate); "
-                        "default 8, or what --grid holds")
+                   help="clips (per class with --classes all; pairs with --interpolate; per "
+                        "slot with --memory-slots); default 8, or what --grid holds")
     p.add_argument("--seed", type=int, default=0, help="seed of z and labels (default 0)")
     p.add_argument("--frames", type=_positive_int,
                    help="frames per clip (default: the training length; more rolls the "
@@ -253,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--content-motion", type=_grid, metavar="RxC",
                         help="MoCoGAN checkpoints: one video with R x C clips, each row one "
                              "content code, each column one motion sequence (mocogan Fig. 1)")
+    layout.add_argument("--memory-slots", type=_positive_int, metavar="K",
+                        help="memory-conditional checkpoints: one video with a row per slot "
+                             "for the K most probable memory slots, --n clips each (default 4)")
     p.add_argument("--levels", action="store_true",
                    help="every rendered level side by side for the same z, upscaled "
                         "(nearest) to the output size (tgan2 §5.6)")
@@ -291,6 +323,16 @@ def _plan(args, model: LoadedGenerator):
     if (args.class_ is not None or args.classes) and n_classes == 0:
         raise ValueError(f"checkpoint {model.path} is an unconditional model "
                          f"(model.n_classes=0); --class/--classes need a conditional one")
+    if args.memory_slots:
+        if args.class_ is not None or args.classes:
+            raise ValueError("--memory-slots: memory-conditional models are unconditional; "
+                             "drop --class/--classes")
+        if model.G.memory is None:
+            raise ValueError(f"--memory-slots: checkpoint {model.path} is not memory-"
+                             f"conditional (model.frame_discriminator="
+                             f"{model.cfg.model.frame_discriminator}, condition_generator="
+                             f"{model.cfg.model.memory.condition_generator})")
+        return args.memory_slots, None
     if args.content_motion:
         check_content_motion(model.G, f"--content-motion: checkpoint {model.path} "
                                       f"(model.temporal={model.cfg.model.temporal})")
@@ -349,18 +391,22 @@ def generate(args, model: LoadedGenerator) -> Path:
     n_frames = args.frames or G.n_frames
     stem = ("levels_" if args.levels else "") + (
         "interpolation" if args.interpolate else "grid" if args.grid else
-        "content_motion" if args.content_motion else "clip")
+        "content_motion" if args.content_motion else
+        "memory_slots" if args.memory_slots else "clip")
     if args.interpolate:
         samples = interpolate_videos(G, n, args.interpolate, args.seed, n_frames, labels,
                                      args.levels, args.batch_size)
     elif args.content_motion:
         samples = content_motion_videos(G, n, args.content_motion[1], args.seed, n_frames,
                                         labels, args.levels, args.batch_size)
+    elif args.memory_slots:
+        samples = memory_slot_videos(G, n, args.n or 4, args.seed, n_frames, args.levels,
+                                     args.batch_size)
     else:
         samples = sample_videos(G, n, args.seed, n_frames, labels, args.levels, args.batch_size)
     clip_labels = [] if samples.y is None else samples.y.tolist()
-    if args.interpolate or args.grid or args.content_motion:
-        rows = n if args.interpolate or args.content_motion else args.grid[0]
+    if args.interpolate or args.grid or args.content_motion or args.memory_slots:
+        rows = args.grid[0] if args.grid else n
         files = [f"{stem}.{ext}"]
         _write(out / files[0], make_grid(samples.videos, rows), args.format, args.fps, args.crf)
     else:
@@ -379,6 +425,7 @@ def generate(args, model: LoadedGenerator) -> Path:
                     "format": args.format, "grid": list(args.grid) if args.grid else None,
                     "interpolate": args.interpolate,
                     "content_motion": list(args.content_motion) if args.content_motion else None,
+                    "memory_slots": args.memory_slots,
                     "levels": G.levels_rendered if args.levels else None,
                     "class": args.class_, "classes": args.classes,
                     "batch_size": args.batch_size, "device": str(next(G.parameters()).device),

@@ -5,7 +5,8 @@ from vidgan.config import ModelConfig
 from vidgan.models.discriminator import MultiLevelDiscriminator
 from vidgan.models.generator import Generator
 
-__all__ = ["build_generator", "build_discriminator", "Generator", "MultiLevelDiscriminator"]
+__all__ = ["build_generator", "build_discriminator", "link_memory", "Generator",
+           "MultiLevelDiscriminator"]
 
 
 def _model_cfg(cfg) -> ModelConfig:
@@ -23,3 +24,9 @@ def build_discriminator(cfg) -> nn.Module:
     if m.discriminator == "multi3d":
         return MultiLevelDiscriminator(m)
     raise ValueError(f"model.discriminator='{m.discriminator}' is not implemented")
+
+
+def link_memory(G: Generator, D: nn.Module) -> None:
+    """A memory-conditional generator (MCGN) samples the keys of D's memory: give it D's."""
+    if G.temporal.cond_dim:
+        G.attach_memory(D.frame.memory)

@@ -1,5 +1,6 @@
 """Discriminators: the 3D ResNet of every judged level (tgan2 §3.4, §4.2, Fig. 4), the 2D
-ResNet frame head (MoCoGAN's D_I, tgan2 §5.3 "3D+2D"), and the set of named heads they form.
+ResNet frame head (MoCoGAN's D_I, tgan2 §5.3 "3D+2D"), the memory frame head (memoryGAN's
+discriminative memory network, DESIGN §5), and the set of named heads they form.
 
 The same SNGAN-style ResNet serves both: ``dims=3`` (3x3x3 kernels, video) or ``dims=2``
 (3x3 kernels, frames).
@@ -12,6 +13,7 @@ from torch.nn import functional as F
 
 from vidgan.config import ModelConfig
 from vidgan.models.init import RESIDUAL_GAIN, glorot_
+from vidgan.models.memory import VMFMemory
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -71,6 +73,19 @@ class DownBlock(nn.Module):
         return downsample(h) + downsample(self.c_sc(x))
 
 
+def resnet_blocks(ch: int, in_ch: int, dims: int) -> nn.ModuleList:
+    """OptimizedBlock(in_ch -> ch), then DownBlocks ch -> 2ch -> 4ch -> 8ch -> 16ch."""
+    widths = [ch, 2 * ch, 4 * ch, 8 * ch, 16 * ch]
+    return nn.ModuleList([OptimizedBlock(in_ch, widths[0], dims)] + [
+        DownBlock(a, b, dims) for a, b in zip(widths[:-1], widths[1:])])
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    for block in blocks:
+        x = block(x)
+    return x
+
+
 class ResNetDiscriminator(nn.Module):
     """SNGAN-style ResNet -> ReLU -> global sum pool -> Linear(->1), widths ch..16ch.
 
@@ -81,17 +96,12 @@ class ResNetDiscriminator(nn.Module):
 
     def __init__(self, ch: int = 64, n_classes: int = 0, in_ch: int = 3, dims: int = 3):
         super().__init__()
-        widths = [ch, 2 * ch, 4 * ch, 8 * ch, 16 * ch]
-        self.blocks = nn.ModuleList([OptimizedBlock(in_ch, widths[0], dims)] + [
-            DownBlock(a, b, dims) for a, b in zip(widths[:-1], widths[1:])])
-        self.fc = glorot_(nn.Linear(widths[-1], 1))
-        self.embed = glorot_(nn.Embedding(n_classes, widths[-1])) if n_classes > 0 else None
+        self.blocks = resnet_blocks(ch, in_ch, dims)
+        self.fc = glorot_(nn.Linear(16 * ch, 1))
+        self.embed = glorot_(nn.Embedding(n_classes, 16 * ch)) if n_classes > 0 else None
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = x
-        for block in self.blocks:
-            h = block(h)
-        h = F.relu(h).flatten(2).sum(dim=2)  # global sum pool: (B, C)
+        h = F.relu(run_blocks(self.blocks, x)).flatten(2).sum(dim=2)  # global sum pool: (B, C)
         logit = self.fc(h).squeeze(1)
         if self.embed is not None:
             if y is None:
@@ -107,28 +117,87 @@ def draw_frames(batch: int, n_frames: int, k: int, device: torch.device) -> torc
     return torch.rand(batch, n_frames).argsort(dim=1)[:, :k].to(device, non_blocking=True)
 
 
+def select_frames(video: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, 3, T, H, W) -> (B * k, 3, H, W), k random distinct frames of each video."""
+    b, t = video.shape[0], video.shape[2]
+    idx = draw_frames(b, t, k, video.device)  # (B, k)
+    frames = video.transpose(1, 2)[torch.arange(b, device=video.device)[:, None], idx]
+    return frames.flatten(0, 1)  # (B * k, 3, H, W), video-major
+
+
 class FrameDiscriminator(nn.Module):
     """Per-frame head: ``frames_per_video`` random frames of each video -> 2D ResNet -> the
     video's logit, the mean of its frames' logits (the mean over frames is also how the memory
-    head of DESIGN §5 pools). Real and fake videos go through the same draw rule."""
+    head pools). Real and fake videos go through the same draw rule."""
 
     def __init__(self, ch: int, n_classes: int, frames_per_video: int):
         super().__init__()
         self.frames_per_video = frames_per_video
         self.net = ResNetDiscriminator(ch, n_classes, dims=2)
 
-    def select(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) -> (B * k, 3, H, W), k random distinct frames of each video."""
-        b, t = video.shape[0], video.shape[2]
-        idx = draw_frames(b, t, self.frames_per_video, video.device)  # (B, k)
-        frames = video.transpose(1, 2)[torch.arange(b, device=video.device)[:, None], idx]
-        return frames.flatten(0, 1)  # (B * k, 3, H, W), video-major
-
     def forward(self, video: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         k = self.frames_per_video
         y_frames = None if y is None else y.repeat_interleave(k)
-        logits = self.net(self.select(video), y_frames)  # (B * k,)
+        logits = self.net(select_frames(video, k), y_frames)  # (B * k,)
         return logits.view(-1, k).mean(dim=1)  # (B,)
+
+
+P_CLIP = 1e-3  # memoryGAN §3.1.1: p(y|x) clipped to [eps, 1 - eps], eps = 0.001
+
+
+class MemoryFrameDiscriminator(nn.Module):
+    """memoryGAN's discriminative memory network on frames (memoryGAN §3.1, DESIGN §5).
+
+    The 2D ResNet of the frame head is the inference network mu: its blocks, ReLU, then a
+    dedicated 1x1 conv to M channels (no activation, no norm) and a global mean over H, W give
+    the raw query q (the official code's last layer); the vMF memory turns q into p(real | x).
+    Each frame's logit is logit(clip(p, 1e-3, 1 - 1e-3)), so softplus(-logit) = -log p is
+    memoryGAN's cross-entropy; a video's logit is the mean over its frames.
+
+    As a head (vidgan/train/loss.py) it returns (logits, {"q": raw queries, "p": p}); adds the
+    MCGN mutual-information term mean((q_fake - K_c)^2) (weighted by loss.mi_weight) to L_D
+    and L_G; and writes the memory in ``after_step``, once per applied D step, with the real
+    then the fake queries of that step's forward pass.
+    """
+
+    def __init__(self, ch: int, frames_per_video: int, memory: VMFMemory):
+        super().__init__()
+        self.frames_per_video = frames_per_video
+        self.blocks = resnet_blocks(ch, 3, dims=2)
+        self.query = conv(2, 16 * ch, memory.key_dim, 1, 1.0)
+        self.memory = memory
+
+    def queries(self, frames: torch.Tensor) -> torch.Tensor:
+        """mu: frames (N, 3, H, W) -> raw queries (N, M)."""
+        return self.query(F.relu(run_blocks(self.blocks, frames))).mean(dim=(2, 3))
+
+    def forward(self, video: torch.Tensor, y: Optional[torch.Tensor] = None):
+        q = self.queries(select_frames(video, self.frames_per_video))  # (B * k, M)
+        p = self.memory(q)  # (B * k,) float32
+        logits = torch.logit(p.clamp(P_CLIP, 1 - P_CLIP))
+        return logits.view(-1, self.frames_per_video).mean(dim=1), {"q": q, "p": p}
+
+    def extra_terms(self, phase: str, real_aux, fake_aux, condition) -> Dict[str, torch.Tensor]:
+        """MCGN's mutual-information term on the fakes (DESIGN §5: the official code's squared
+        distance of raw q to K_c, where the paper writes a negative cosine)."""
+        if condition is None:
+            return {}
+        keys = condition.repeat_interleave(self.frames_per_video, dim=0).float()
+        return {"mi": (fake_aux["q"].float() - keys).pow(2).mean()}
+
+    def after_step(self, real_aux, fake_aux) -> Dict[str, torch.Tensor]:
+        """Write the real queries (label 1), then the fake ones (label 0); return diagnostics."""
+        q_real, q_fake = real_aux["q"].detach(), fake_aux["q"].detach()
+        stats = self.memory.diagnostics(q_real)
+        stats.update(p_real=real_aux["p"].detach().mean(), p_fake=fake_aux["p"].detach().mean())
+        stats["resets_real"] = self.memory.update(q_real, 1)["resets"]
+        stats["resets_fake"] = self.memory.update(q_fake, 0)["resets"]
+        return stats
+
+
+def build_memory(cfg: ModelConfig) -> VMFMemory:
+    m = cfg.memory
+    return VMFMemory(m.slots, m.key_dim, m.topk, m.alpha, update_rule=m.update)
 
 
 class MultiLevelDiscriminator(nn.Module):
@@ -151,6 +220,10 @@ class MultiLevelDiscriminator(nn.Module):
         self.head_levels: Dict[str, int] = {f"L{l}": l for l in self.levels}
         if cfg.frame_discriminator == "resnet2d":
             self.frame = FrameDiscriminator(cfg.dis_ch, cfg.n_classes, cfg.frames_per_video)
+        elif cfg.frame_discriminator == "memory":
+            self.frame = MemoryFrameDiscriminator(cfg.dis_ch, cfg.frames_per_video,
+                                                  build_memory(cfg))
+        if cfg.frame_discriminator != "none":
             self.head_levels["frame"] = cfg.frame_level
 
     def head(self, name: str) -> nn.Module:

@@ -22,13 +22,13 @@ def channel_plan(clstm_ch: int, ch: int) -> List[int]:
 def build_temporal_generator(cfg: ModelConfig) -> nn.Module:
     """model.temporal: convlstm (TGANv2) or gru (MoCoGAN); both emit clstm_ch maps of
     resolution/64 pixels."""
-    map_size = cfg.resolution // 64
+    map_size, cond = cfg.resolution // 64, cfg.memory_condition_dim
     if cfg.temporal == "convlstm":
         return ConvLSTMTemporalGenerator(cfg.z_dim, cfg.n_classes, cfg.clstm_ch, map_size,
-                                         cfg.clstm_layers)
+                                         cfg.clstm_layers, cond)
     if cfg.temporal == "gru":
         return MoCoGANTemporalGenerator(cfg.content_dim, cfg.motion_dim, cfg.n_classes,
-                                        cfg.clstm_ch, map_size, cfg.n_frames)
+                                        cfg.clstm_ch, map_size, cfg.n_frames, cond)
     raise ValueError(f"model.temporal='{cfg.temporal}' is not implemented")
 
 
@@ -63,17 +63,46 @@ class Generator(nn.Module):
 
     @property
     def z_dim(self) -> int:
-        """Width of ``sample_z(B)``: z_dim for the ConvLSTM, dC + dM * (1 + T) for the GRU."""
+        """Width of ``sample_z(B)``: z_dim for the ConvLSTM, dC + dM * (1 + T) for the GRU,
+        plus the memory key's M with MCGN."""
         return self.temporal.z_dim
 
+    @property
+    def memory(self):
+        """The vMF memory whose keys condition this generator (MCGN), or None."""
+        return self.__dict__.get("_memory")
+
+    def attach_memory(self, memory) -> None:
+        """Condition on ``memory`` (memoryGAN §3.2). It stays the discriminator's: a plain
+        reference, not a submodule, so G's state_dict and device moves never include it."""
+        object.__setattr__(self, "_memory", memory)
+
     def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
-                 n_frames: Optional[int] = None) -> torch.Tensor:
+                 n_frames: Optional[int] = None,
+                 slots: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The temporal generator's latent for ``batch_size`` videos, on the generator's device.
 
         ConvLSTM: z ~ U[-1, 1]^z_dim (tgan2 §4.1), good for any length. GRU: content and motion
         noise for ``n_frames`` frames (default T); draw it with the length you will render.
+        MCGN: plus the key K_c of a slot c ~ p(c) = h v / sum h v per video (memoryGAN §3.2),
+        or of the given ``slots`` (B,), drawn after the noise from the same ``generator``.
         """
-        return self.temporal.sample_z(batch_size, generator, n_frames)
+        z = self.temporal.sample_z(batch_size, generator, n_frames)
+        if self.temporal.cond_dim == 0:
+            return z
+        if self.memory is None:
+            raise ValueError("this generator is memory-conditional (MCGN): it samples the keys "
+                             "of the discriminator's memory; attach it with "
+                             "G.attach_memory(D.frame.memory) (load_generator does this from "
+                             "the checkpoint)")
+        if slots is None:
+            slots = self.memory.sample_slots(batch_size, generator)
+        keys = self.memory.keys[slots.to(self.memory.keys.device)]
+        return self.temporal.with_condition(z, keys.to(z.device, z.dtype))
+
+    def memory_condition(self, z: torch.Tensor) -> Optional[torch.Tensor]:
+        """The memory keys K_c (B, M) in latent ``z``, None without MCGN."""
+        return self.temporal.condition(z) if self.temporal.cond_dim else None
 
     def _latent_frames(self, z: torch.Tensor, y: Optional[torch.Tensor], n_frames: int):
         label = None

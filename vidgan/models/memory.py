@@ -110,10 +110,12 @@ class VMFMemory(nn.Module):
                 em_slots, new_h = em_slots[:, :1], new_h[:, :1]
                 rows_per_sample = 1
 
-            # One row per (sample, slot), sample-major; a resetting sample writes its one row.
+            # One row per (sample, slot), sample-major; all rows of a resetting sample go to
+            # its one slot (the official code tiles them the same way).
             r = rows_per_sample
             idx = torch.where(reset[:, None], reset_slot[:, None], em_slots).reshape(-1)
-            keys = torch.where(reset[:, None, None], q_hat[:, None], new_keys).reshape(-1, self.key_dim)
+            keys = torch.where(reset[:, None, None], q_hat[:, None],
+                               new_keys).reshape(-1, self.key_dim)
             vals = torch.where(reset[:, None], torch.full_like(new_h, y),
                                self.values[em_slots]).reshape(-1)
             hist = torch.where(reset[:, None], self.hist.mean().expand_as(new_h),

@@ -1,7 +1,8 @@
 """Temporal generators g_0: noise -> T latent maps (B, C, T, h0, w0) (tgan2 §4.1, Fig. 2).
 
 Both produce the same first feature map, so the image generator, the subsampling layers and
-the discriminators are shared unchanged. Each owns its latent: ``sample_z`` draws it,
+the discriminators are shared unchanged. Each owns its latent: ``sample_z`` draws its noise,
+``with_condition`` inserts a memory key K_c (memoryGAN's MCGN, ``cond_dim`` > 0) and
 ``forward(z, n_frames, label)`` maps it to maps; ``label`` is a one-hot (B, n_classes) or None.
 """
 from typing import Optional
@@ -35,24 +36,39 @@ class ConvLSTMCell(nn.Module):
 class ConvLSTMTemporalGenerator(nn.Module):
     """TGANv2's temporal generator: FC(z) initialises a stack of ConvLSTMs.
 
-    tgan2 §4.1: z ~ U[-1, 1]^z_dim; the one-hot label (§4.6) is concatenated to z before the
-    FC. The input at t = 0 is FC(z) reshaped to (C, h0, w0); at t >= 1 it is a zero map, so z
-    only sets the initial state and the ConvLSTM can roll on for any number of frames.
+    tgan2 §4.1: z ~ U[-1, 1]^z_dim; the memory key K_c (MCGN) and the one-hot label (§4.6)
+    are concatenated to z before the FC: latent [z | K_c]. The input at t = 0 is FC(latent)
+    reshaped to (C, h0, w0); at t >= 1 it is a zero map, so the latent only sets the initial
+    state and the ConvLSTM can roll on for any number of frames.
     """
 
     def __init__(self, z_dim: int, n_classes: int, channels: int, map_size: int,
-                 n_layers: int = 1):
+                 n_layers: int = 1, cond_dim: int = 0):
         super().__init__()
-        self.z_dim, self.channels, self.map_size = z_dim, channels, map_size
-        self.fc = nn.Linear(z_dim + n_classes, channels * map_size * map_size)
+        self.noise_dim, self.cond_dim = z_dim, cond_dim
+        self.channels, self.map_size = channels, map_size
+        self.fc = nn.Linear(z_dim + cond_dim + n_classes, channels * map_size * map_size)
         self.cells = nn.ModuleList(ConvLSTMCell(channels, channels) for _ in range(n_layers))
+
+    @property
+    def z_dim(self) -> int:
+        """Width of a latent, memory key included."""
+        return self.noise_dim + self.cond_dim
 
     def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
                  n_frames: Optional[int] = None) -> torch.Tensor:
-        """z ~ U[-1, 1]^z_dim (tgan2 §4.1); one z drives any number of frames."""
-        z = torch.rand(batch_size, self.z_dim, generator=generator,
+        """z ~ U[-1, 1]^z_dim (tgan2 §4.1), without K_c; one z drives any number of frames."""
+        z = torch.rand(batch_size, self.noise_dim, generator=generator,
                        device=_draw_device(self, generator)) * 2 - 1
         return z.to(self.fc.weight.device)
+
+    def with_condition(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Noise z (B, z_dim) and memory keys (B, M) -> the latent [z | K_c]."""
+        return torch.cat([z, cond], dim=1)
+
+    def condition(self, z: torch.Tensor) -> torch.Tensor:
+        """The memory keys K_c (B, M) held in latent ``z``."""
+        return z[:, self.noise_dim:]
 
     def forward(self, z: torch.Tensor, n_frames: int,
                 label: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -86,15 +102,17 @@ class MoCoGANTemporalGenerator(nn.Module):
     The latent is one tensor z = [z_C | h_0 | eps_1 .. eps_N], (B, dC + dM * (1 + N)): it holds
     the motion noise of N frames, so the same z always gives the same video, a rollout may be
     as long as the noise it holds, and ``sample_z(n_frames=2T)`` starts with the T-frame z.
+    A memory key K_c (MCGN) joins the content: [z_C | K_c | h_0 | eps_1 .. eps_N].
     """
 
     def __init__(self, content_dim: int, motion_dim: int, n_classes: int, channels: int,
-                 map_size: int, n_frames: int):
+                 map_size: int, n_frames: int, cond_dim: int = 0):
         super().__init__()
-        self.content_dim, self.motion_dim = content_dim, motion_dim
+        self.content_dim, self.motion_dim, self.cond_dim = content_dim, motion_dim, cond_dim
         self.channels, self.map_size, self.n_frames = channels, map_size, n_frames
         self.gru = nn.GRUCell(motion_dim, motion_dim)
-        self.fc = nn.Linear(content_dim + n_classes + motion_dim, channels * map_size * map_size)
+        self.fc = nn.Linear(content_dim + cond_dim + n_classes + motion_dim,
+                            channels * map_size * map_size)
 
     @property
     def z_dim(self) -> int:
@@ -102,15 +120,20 @@ class MoCoGANTemporalGenerator(nn.Module):
         return self.latent_dim(self.n_frames)
 
     def latent_dim(self, n_frames: int) -> int:
-        return self.content_dim + self.motion_dim * (1 + n_frames)
+        return self._content_width + self.motion_dim * (1 + n_frames)
+
+    @property
+    def _content_width(self) -> int:
+        return self.content_dim + self.cond_dim
 
     def frames_held(self, z: torch.Tensor) -> int:
         """How many frames of motion noise latent ``z`` holds."""
-        return (z.shape[1] - self.content_dim - self.motion_dim) // self.motion_dim
+        return (z.shape[1] - self._content_width - self.motion_dim) // self.motion_dim
 
     def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
                  n_frames: Optional[int] = None) -> torch.Tensor:
-        """[z_C | h_0 | eps_1..eps_N] ~ N(0, I), N = ``n_frames`` (default: the training T).
+        """[z_C | h_0 | eps_1..eps_N] ~ N(0, I), N = ``n_frames`` (default: the training T),
+        without K_c.
 
         eps is drawn one frame at a time: a longer draw then begins with exactly the shorter
         one (one big randn may not, as torch fills normals in blocks).
@@ -122,9 +145,18 @@ class MoCoGANTemporalGenerator(nn.Module):
                   for _ in range(1 + n)]  # h_0, eps_1, ..., eps_N
         return torch.cat(parts, dim=1).to(self.fc.weight.device)
 
+    def with_condition(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Noise [z_C | h_0 | eps..] and memory keys (B, M) -> [z_C | K_c | h_0 | eps..]."""
+        return torch.cat([z[:, :self.content_dim], cond, z[:, self.content_dim:]], dim=1)
+
+    def condition(self, z: torch.Tensor) -> torch.Tensor:
+        """The memory keys K_c (B, M) held in latent ``z``."""
+        return z[:, self.content_dim:self._content_width]
+
     def split(self, z: torch.Tensor):
-        """z -> (content (B, dC), motion (B, dM * (1 + N))): h_0 and eps are the motion."""
-        return z[:, :self.content_dim], z[:, self.content_dim:]
+        """z -> (content (B, dC [+ M]), motion (B, dM * (1 + N))): the content is z_C (and
+        K_c), h_0 and eps are the motion."""
+        return z[:, :self._content_width], z[:, self._content_width:]
 
     def motion_codes(self, motion: torch.Tensor, n_frames: int) -> torch.Tensor:
         """[h_0 | eps_1..] -> h_1..h_T (B, T, dM), h_t = GRUCell(eps_t, h_{t-1})."""

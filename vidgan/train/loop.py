@@ -19,7 +19,7 @@ from vidgan.config import Config, config_from_dict, to_dict, to_yaml
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.device import resolve_device
-from vidgan.models import build_discriminator, build_generator
+from vidgan.models import build_discriminator, build_generator, link_memory
 from vidgan.train.ema import make_ema, update_ema
 from vidgan.train.loss import GANLoss, PhaseResult
 from vidgan.video_io import gif_bytes, make_grid, to_uint8, write_mp4
@@ -60,11 +60,9 @@ class Trainer:
         # it could tell were bad): skip events, and the distinct files with their reason.
         self.skipped_clips = 0
         self.bad_files: Dict[str, str] = {}
-        # Fixed noise for the sample grid, from its own generator: sampling never moves the
-        # training RNG, so a resumed run stays bitwise identical.
-        fixed = torch.Generator().manual_seed(t.seed + 1)
+        link_memory(self.G, self.D)  # MCGN: G and G_ema sample the keys of D's memory
+        link_memory(self.G_ema, self.D)
         n = cfg.eval.sample_rows ** 2
-        self.z_fixed = self.G.sample_z(n, generator=fixed)
         self.y_fixed = (torch.arange(n, device=self.device) % cfg.model.n_classes
                         if cfg.model.n_classes else None)
         if resume:
@@ -222,8 +220,15 @@ class Trainer:
     # ---------------------------------------------------------------- output
     @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
-        """The fixed-z grid from the EMA generator, uint8 (3, T, H', W')."""
-        video = self.G_ema(self.z_fixed, self.y_fixed)
+        """The fixed-z grid from the EMA generator, uint8 (3, T, H', W').
+
+        The noise comes from its own seeded generator, the same at every call, so sampling
+        never moves the training RNG (a resumed run stays bitwise identical); with MCGN the
+        memory slots are drawn from the memory as it is now.
+        """
+        fixed = torch.Generator().manual_seed(self.cfg.train.seed + 1)
+        z = self.G_ema.sample_z(self.cfg.eval.sample_rows ** 2, generator=fixed)
+        video = self.G_ema(z, self.y_fixed)
         return make_grid(to_uint8(video).cpu(), self.cfg.eval.sample_rows)
 
     def write_samples(self, writer: SummaryWriter) -> Path:
@@ -325,8 +330,10 @@ class Trainer:
 
 def _logged(result: PhaseResult) -> Dict[str, torch.Tensor]:
     """A phase's named terms (loss/D_main, loss/D_r1, loss/G_main, heads' terms), its stats
-    (loss/R1 unweighted) and each head's mean logit per side (logits/real_L4, ...)."""
-    out = {f"loss/{k}": v.detach() for k, v in {**result.terms, **result.stats}.items()}
+    (loss/R1 unweighted, heads' diagnostics) and each head's mean logit per side
+    (logits/real_L4, ...)."""
+    out = {f"loss/{k}": v.detach() for k, v in result.terms.items()}
+    out.update({k: v.detach() for k, v in result.stats.items()})
     for side, logits in result.logits.items():
         out.update({f"logits/{side}_{head}": v.detach().float().mean()
                     for head, v in logits.items()})

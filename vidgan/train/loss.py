@@ -11,10 +11,13 @@ dict (``L1``..``L4``, ``frame``); nothing here counts or names them. A head's fo
 logits (B,), or ``(logits, aux)`` when it has more to say about the call (e.g. the memory
 head's queries). A head may also define
 
-- ``extra_terms(phase, real_aux, fake_aux) -> {name: loss}``, added to phase "D" or "G"
-  (``real_aux`` is None in "G") as term ``<phase>_<head>_<name>`` (e.g. ``D_frame_mi``),
-- ``after_step(real_aux, fake_aux)``, called once after each successful D optimizer step
-  with that step's (detached) aux: where a stateful head updates its state.
+- ``extra_terms(phase, real_aux, fake_aux, condition) -> {name: loss}``, added to phase "D"
+  or "G" (``real_aux`` is None in "G") as term ``<phase>_<head>_<name>`` (e.g. ``D_frame_mi``),
+  times ``loss.<name>_weight`` where the config has one (``mi`` -> ``loss.mi_weight``);
+  ``condition`` is the generator's memory keys K_c of the fakes (MCGN) or None,
+- ``after_step(real_aux, fake_aux) -> {name: stat}``, called once after each successful D
+  optimizer step with that step's aux: where a stateful head updates its state; the stats it
+  returns are logged as ``<head>/<name>``.
 """
 from __future__ import annotations
 
@@ -84,7 +87,8 @@ def split_outputs(outputs: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dic
 
 class PhaseResult(NamedTuple):
     """One optimizer step's loss: ``total`` (the sum of the named ``terms``) to backward,
-    ``stats`` to log beside them, and the heads' logits and aux per side ("real", "fake")."""
+    ``stats`` to log beside them (by their TensorBoard tag), and the heads' logits and aux per
+    side ("real", "fake")."""
     total: torch.Tensor
     terms: Dict[str, torch.Tensor]
     stats: Dict[str, torch.Tensor]
@@ -105,12 +109,14 @@ class GANLoss:
             if hasattr(head, hook):
                 yield name, getattr(head, hook)
 
-    def _extra_terms(self, phase: str, real_aux: Optional[Dict], fake_aux: Dict) -> Dict:
+    def _extra_terms(self, phase: str, real_aux: Optional[Dict], fake_aux: Dict,
+                     condition: Optional[torch.Tensor]) -> Dict:
         terms = {}
         for name, hook in self._heads_with("extra_terms"):
             for key, value in hook(phase, None if real_aux is None else real_aux[name],
-                                   fake_aux[name]).items():
-                terms[f"{phase}_{name}_{key}"] = value  # e.g. D_frame_mi
+                                   fake_aux[name], condition).items():
+                weight = getattr(self.cfg, f"{key}_weight", 1.0)
+                terms[f"{phase}_{name}_{key}"] = weight * value  # e.g. D_frame_mi
         return terms
 
     def discriminator(self, real: torch.Tensor, y: Optional[torch.Tensor]) -> PhaseResult:
@@ -120,8 +126,9 @@ class GANLoss:
         (labels drawn from the class prior). Real targets S^D are reduced like G's levels.
         """
         m = self.model
+        z = self.G.sample_z(real.shape[0])
         with torch.no_grad():
-            fakes = self.G(self.G.sample_z(real.shape[0]), y)
+            fakes = self.G(z, y)
         targets = real_targets(real, m.subsample, m.dis_levels, self.D.batch_stride)
         # One leaf per head, so R1 (Eq. 10) is each head's own gradient norm even when two
         # heads judge the same level.
@@ -132,8 +139,8 @@ class GANLoss:
         r1 = r1_penalty(inputs, real_logits)
         terms = {"D_main": d_loss(real_logits, fake_logits, self.cfg.combine),
                  "D_r1": self.cfg.r1_weight * r1,  # Eq. (10) added to the D loss
-                 **self._extra_terms("D", real_aux, fake_aux)}
-        return PhaseResult(sum(terms.values()), terms, {"R1": r1},
+                 **self._extra_terms("D", real_aux, fake_aux, self.G.memory_condition(z))}
+        return PhaseResult(sum(terms.values()), terms, {"loss/R1": r1},
                            {"real": real_logits, "fake": fake_logits},
                            {"real": real_aux, "fake": fake_aux})
 
@@ -142,10 +149,10 @@ class GANLoss:
         requires_grad when the graph is built, so the backward that follows skips them."""
         self.D.requires_grad_(False)
         try:
-            fakes = self.G(self.G.sample_z(batch_size), y)
-            fake_logits, fake_aux = split_outputs(self.D(fakes, y))
+            z = self.G.sample_z(batch_size)
+            fake_logits, fake_aux = split_outputs(self.D(self.G(z, y), y))
             terms = {"G_main": g_loss(fake_logits, self.cfg.combine),
-                     **self._extra_terms("G", None, fake_aux)}
+                     **self._extra_terms("G", None, fake_aux, self.G.memory_condition(z))}
         finally:
             self.D.requires_grad_(True)
         return PhaseResult(sum(terms.values()), terms, {}, {"fake": fake_logits},
@@ -153,6 +160,8 @@ class GANLoss:
 
     @torch.no_grad()
     def after_discriminator_step(self, result: PhaseResult) -> None:
-        """Stateful heads update from the D step that was just applied."""
+        """Stateful heads update from the D step that was just applied; their stats join
+        ``result.stats``."""
         for name, hook in self._heads_with("after_step"):
-            hook(result.aux["real"][name], result.aux["fake"][name])
+            stats = hook(result.aux["real"][name], result.aux["fake"][name]) or {}
+            result.stats.update({f"{name}/{k}": v for k, v in stats.items()})
