@@ -193,7 +193,7 @@ def test_decode_failures_during_training_are_counted_then_stop(tmp_path):
 
 # ------------------------------------------------------------------- baselines as configs
 @pytest.mark.parametrize("name", ["ucf101_single3d", "ucf101_3d2d", "ucf101_mocogan",
-                                  "demo_mocogan"])
+                                  "demo_mocogan", "demo_memory", "ucf101_st4_memory"])
 def test_new_configs_train_three_iterations(tmp_path, synthetic_root, name):
     cfg = load_config(name, TINY + [f"data.root={synthetic_root}", "data.dataset=folder",
                                     f"train.out_dir={tmp_path}", "train.iterations=3"])
@@ -205,21 +205,24 @@ def test_new_configs_train_three_iterations(tmp_path, synthetic_root, name):
             assert torch.isfinite(metrics[key]), (name, key)
     assert metrics["nonfinite_skipped"] == 0
     heads = {k.split("_", 1)[1] for k in metrics if k.startswith("logits/real_")}
-    expected = {"single3d": {"L4"}, "3d2d": {"L4", "frame"}}.get(name.split("_")[1],
-                                                                  {"L1", "L2", "L3", "L4"})
+    expected = {"ucf101_single3d": {"L4"}, "ucf101_3d2d": {"L4", "frame"}}.get(
+        name, {"L1", "L2", "L3", "L4"} | ({"frame"} if "memory" in name else set()))
     assert heads == expected
 
 
-def test_mocogan_config_trains_on_a_ucf101_tree(tmp_path):
-    """Done-when run: python train.py --config ucf101_mocogan.yaml data.root=..."""
+@pytest.mark.parametrize("name, key, value", [
+    ("ucf101_mocogan", "temporal", "gru"), ("ucf101_st4_memory", "frame_discriminator", "memory")])
+def test_new_ucf101_configs_start_on_a_ucf101_tree(tmp_path, name, key, value):
+    """Done-when runs: python train.py --config ucf101_mocogan.yaml data.root=... (and the
+    memory config)."""
     root, _ = _ucf_tree(tmp_path)
     out = tmp_path / "run"
-    cmd = [sys.executable, "train.py", "--config", "ucf101_mocogan.yaml", f"data.root={root}",
+    cmd = [sys.executable, "train.py", "--config", f"{name}.yaml", f"data.root={root}",
            *TINY, "data.max_bad_fraction=0.5", "train.iterations=2", f"train.out_dir={out}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = load_checkpoint(list_checkpoints(out)[-1])
-    assert state["config"]["model"]["temporal"] == "gru" and state["step"] == 2
+    assert state["config"]["model"][key] == value and state["step"] == 2
 
 
 # ------------------------------------------------------------------- old checkpoints

@@ -140,11 +140,16 @@ class VMFMemory(nn.Module):
         return real / real.sum()
 
     def sample_slots(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """n slot indices c ~ p(c), on the generator's device (default: the memory's)."""
+        """n slot indices c ~ p(c), on the generator's device (default: the memory's).
+
+        Called at every generator sampling step, so the "no real slot" check is an
+        asynchronous assert: a RuntimeError on the CPU, a device assert on a GPU, and never a
+        host sync.
+        """
         real = self.hist * self.values
-        if not bool((real > 0).any()):
-            raise ValueError("the memory holds no real slot (every value is 0), so p(c) = h v "
-                             "/ sum h v is undefined; was it loaded from a memory checkpoint?")
+        torch._assert_async((real > 0).any(),
+                            "the memory holds no real slot (every value is 0), so p(c) = h v / "
+                            "sum h v is undefined; was it loaded from a memory checkpoint?")
         probs = real / real.sum()
         if generator is not None:
             probs = probs.to(generator.device)
