@@ -7,22 +7,31 @@ checkpoint under runs/demo/.
 import argparse
 import sys
 
+from vidgan.checkpoint import CheckpointError
 from vidgan.config import ConfigError, load_config
-from vidgan.train import NonFiniteLossError, train
+from vidgan.train import NonFiniteLossError, RunDirError, train
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train a TGANv2-style video GAN.")
     parser.add_argument("--config", default="demo.yaml",
                         help="a YAML file, or a name in configs/ (default: demo.yaml)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint in train.out_dir")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue from the newest readable checkpoint in train.out_dir")
+    start.add_argument("--resume-from", metavar="CKPT",
+                       help="continue from this checkpoint file (e.g. a diverged_*.pt)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start a fresh run even if train.out_dir holds one: deletes its "
+                            "checkpoints, samples, TensorBoard log and config.yaml")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.batch_size=8")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow the overrides
     try:
         cfg = load_config(args.config, args.overrides)
-        trainer = train(cfg, resume=args.resume)
-    except (ConfigError, FileNotFoundError, NonFiniteLossError, ValueError) as err:
+        trainer = train(cfg, resume=args.resume, resume_from=args.resume_from,
+                        overwrite=args.overwrite)
+    except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError, RunDirError,
+            ValueError) as err:  # bad input or a stopped run: one line (+ file lists)
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 128 + trainer.interrupted_by if trainer.interrupted_by else 0

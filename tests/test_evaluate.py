@@ -163,10 +163,32 @@ def test_cli_bad_input_is_one_line_and_exit_2(checkpoint, c3d_pt, tmp_path, caps
     assert fragment in err
 
 
-def test_cli_missing_checkpoint_is_exit_2(tmp_path, c3d_pt, capsys):
-    code = main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--c3d-weights", str(c3d_pt)])
+@pytest.mark.parametrize("content, fragment", [
+    (None, "does not exist"), (3, "holds a int, not a vidgan checkpoint"),
+    (torch.zeros(2), "holds a Tensor, not a vidgan checkpoint"),
+    ("crafted", "is refused: it holds code")])
+def test_cli_a_checkpoint_that_is_not_one_is_exit_2(tmp_path, c3d_pt, capsys, content,
+                                                    fragment):
+    path = tmp_path / "ckpt.pt"
+    if content == "crafted":
+        content = Crafted(tmp_path / "ran")
+    if content is not None:
+        torch.save(content, path)
+    code = main(["--checkpoint", str(path), "--c3d-weights", str(c3d_pt)])
     err = capsys.readouterr().err
-    assert code == 2 and "ckpt.pt does not exist" in err and err.count("\n") == 1
+    assert code == 2 and err.startswith(f"error: checkpoint {path}") and fragment in err
+    assert err.count("\n") == 1 and not (tmp_path / "ran").exists()
+
+
+class Crafted:
+    """A pickle that creates a directory when unpickled: loading it must run nothing."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.mkdir, (self.marker,))
 
 
 def test_in_training_evaluation_logs_scores(cfg, c3d_pt, tmp_path):
@@ -208,5 +230,6 @@ def test_training_with_a_missing_c3d_file_fails_at_start(cfg, tmp_path):
 
     data = to_dict(cfg)
     data["eval"].update(c3d_weights=str(tmp_path / "nope.pt"))
+    data["train"].update(out_dir=str(tmp_path / "run"))
     with pytest.raises(FileNotFoundError, match="nope.pt does not exist"):
         Trainer(config_from_dict(data))

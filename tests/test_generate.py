@@ -280,20 +280,28 @@ def test_gif_output(ckpt, tmp_path, capsys):
     assert gif.n_frames == 8 and gif.size == (64, 64) and gif.info["duration"] == 100
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncated", "foreign"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "zeros", "foreign", "int", "tensor",
+                                    "crafted"])
 def test_bad_checkpoint_is_a_clear_error(ckpt, tmp_path, capsys, damage):
+    from tests.test_evaluate import Crafted
     bad = tmp_path / "ckpt.pt"
     if damage == "truncated":
         data = ckpt.read_bytes()
         bad.write_bytes(data[:len(data) // 2])
-    elif damage == "foreign":
-        torch.save({"weights": torch.zeros(2)}, bad)
+    elif damage == "zeros":
+        bad.write_bytes(bytes(ckpt.stat().st_size))
+    elif damage != "missing":
+        content = {"foreign": {"weights": torch.zeros(2)}, "int": 3, "tensor": torch.zeros(2),
+                   "crafted": Crafted(tmp_path / "ran")}[damage]
+        torch.save(content, bad)
     code, err = run_cli(capsys, "--checkpoint", bad, "--out", tmp_path / "out")
     expected = {"missing": "does not exist", "truncated": "could not be read",
-                "foreign": "lacks G, D"}[damage]
+                "zeros": "could not be read", "foreign": "lacks G, D",
+                "int": "holds a int", "tensor": "holds a Tensor",
+                "crafted": "is refused: it holds code"}[damage]
     assert code == 2 and err.startswith(f"error: checkpoint {bad}") and expected in err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ran").exists()
 
 
 def test_device_choice(ckpt, tmp_path, capsys):

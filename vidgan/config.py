@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
@@ -130,15 +131,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16 (autocast)
-    log_interval: int = 10
-    checkpoint_interval: int = 2000
+    log_interval: int = 10  # >= 1
+    checkpoint_interval: int = 2000  # >= 1; also one at the end, on a signal, on SIGUSR1
     keep_checkpoints: int = 3
     max_nonfinite: int = 10  # this many consecutive non-finite losses stop the run
 
 
 @dataclass
 class EvalConfig:
-    sample_interval: int = 2000  # mp4 + TensorBoard sample of the fixed-z grid
+    sample_interval: int = 2000  # mp4 + TensorBoard sample of the fixed-z grid; 0 = off
     sample_rows: int = 4  # the grid is rows x rows clips
     fps: int = 8
     # C3D scores (tgan2 §5.7, DESIGN §6). In-training evaluation runs every `interval`
@@ -146,7 +147,7 @@ class EvalConfig:
     # protocols are `python -m vidgan.evaluate`.
     c3d_weights: str = ""  # conv3d_deepnetA_ucf.npz (TGANv2 release) or our converted .pt
     c3d_mean: str = ""  # mean2.npz
-    interval: int = 10000
+    interval: int = 10000  # 0 = off
     metrics: List[str] = field(default_factory=lambda: ["is", "fid"])
     n_samples: int = 2048
     batch_size: int = 32  # C3D batch
@@ -190,7 +191,10 @@ def resolve_config_path(name_or_path: str) -> Path:
 def _read_yaml(path: Path, seen: tuple = ()) -> DictConfig:
     if path in seen:
         raise ConfigError(f"config {path}: 'base' chain loops back to itself")
-    node = OmegaConf.load(path)
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path}: not valid YAML: {_yaml_problem(err)}") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"config {path}: expected a YAML mapping with sections "
                           f"model/data/loss/train/eval")
@@ -199,6 +203,13 @@ def _read_yaml(path: Path, seen: tuple = ()) -> DictConfig:
         return node
     parent = _read_yaml((path.parent / base).resolve(), seen + (path,))
     return OmegaConf.merge(parent, node)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """'did not find expected ',' or ']' at line 3, column 10' from a PyYAML error."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _merge_checked(schema: DictConfig, other: DictConfig | dict, source: str) -> DictConfig:
@@ -274,8 +285,11 @@ def validate(cfg: Config) -> None:
                         ("train.keep_checkpoints", cfg.train.keep_checkpoints),
                         ("train.max_nonfinite", cfg.train.max_nonfinite),
                         ("train.lr_decay_iterations", cfg.train.lr_decay_iterations),
+                        ("train.log_interval", cfg.train.log_interval),
+                        ("train.checkpoint_interval", cfg.train.checkpoint_interval),
+                        ("data.synthetic_videos_per_class", cfg.data.synthetic_videos_per_class),
+                        ("data.synthetic_frames", cfg.data.synthetic_frames),
                         ("eval.sample_rows", cfg.eval.sample_rows), ("eval.fps", cfg.eval.fps),
-                        ("eval.interval", cfg.eval.interval),
                         ("eval.n_samples", cfg.eval.n_samples),
                         ("eval.batch_size", cfg.eval.batch_size),
                         ("data.frame_stride", cfg.data.frame_stride)):
@@ -299,12 +313,22 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.max_bad_fraction={d.max_bad_fraction}: must be in [0, 1]")
     if m.n_classes < 0:
         raise ConfigError(f"model.n_classes={m.n_classes}: must be >= 0 (0 = unconditional)")
-    if cfg.train.iterations < 0:
-        raise ConfigError(f"train.iterations={cfg.train.iterations}: must be >= 0")
+    t = cfg.train
+    for name, value in (("train.iterations", t.iterations), ("train.seed", t.seed),
+                        ("eval.sample_interval", cfg.eval.sample_interval),
+                        ("eval.interval", cfg.eval.interval)):
+        if value < 0:  # the two intervals: 0 = off
+            raise ConfigError(f"{name}={value}: must be an integer >= 0")
+    for name, value in (("train.lr", t.lr), ("train.adam_eps", t.adam_eps)):
+        if not value > 0:
+            raise ConfigError(f"{name}={value}: must be > 0")
+    if cfg.loss.r1_weight < 0:
+        raise ConfigError(f"loss.r1_weight={cfg.loss.r1_weight}: must be >= 0")
     if not 0.0 <= cfg.train.ema_beta < 1.0:
         raise ConfigError(f"train.ema_beta={cfg.train.ema_beta}: must be in [0, 1)")
-    if len(cfg.train.betas) != 2:
-        raise ConfigError(f"train.betas={list(cfg.train.betas)}: expected [beta1, beta2]")
+    if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
+        raise ConfigError(f"train.betas={list(t.betas)}: expected [beta1, beta2], each in "
+                          f"[0, 1)")
     unknown = [m for m in cfg.eval.metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"eval.metrics={list(cfg.eval.metrics)}: unknown {unknown}; "
@@ -340,7 +364,12 @@ def _apply_overrides(merged: DictConfig, overrides: List[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. train.batch_size=8")
-        merged = _merge_checked(merged, OmegaConf.from_dotlist([item]), f"override '{item}'")
+        try:
+            parsed = OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': the value is not valid YAML "
+                              f"({getattr(err, 'problem', None) or err})") from None
+        merged = _merge_checked(merged, parsed, f"override '{item}'")
     return merged
 
 

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vidgan.checkpoint import load_generator
+from vidgan.checkpoint import CheckpointError, load_generator
 from vidgan.config import METRICS, Config, ConfigError, config_from_dict, load_config, to_dict
 from vidgan.device import resolve_device
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
@@ -415,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _run(args)
-    except (ConfigError, OSError, ValueError) as err:
+    except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

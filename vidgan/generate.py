@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from vidgan.checkpoint import LoadedGenerator, load_generator
+from vidgan.checkpoint import CheckpointError, LoadedGenerator, load_generator
 from vidgan.config import ConfigError
 from vidgan.models import Generator
 from vidgan.models.temporal import MoCoGANTemporalGenerator
@@ -440,7 +440,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:  # a missing, damaged or foreign checkpoint: errors that name the file
         model = load_generator(args.checkpoint, args.device, use_ema=not args.no_ema)
-    except (FileNotFoundError, RuntimeError, ConfigError, ValueError) as err:
+    except (FileNotFoundError, CheckpointError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:  # options that do not fit this model, or an output that cannot be written

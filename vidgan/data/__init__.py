@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vidgan.config import Config
+from vidgan.signals import ignore_in_worker
 from vidgan.data.clips import (ClipDecodeError, ClipGeometry, ClipSampler, DataError,
                                VideoClipDataset, collate_clips)
 from vidgan.data.faceforensics import list_faceforensics
@@ -32,10 +33,17 @@ TOO_SHORT = "too short"
 def list_videos(cfg: Config, subset: str) -> VideoList:
     """The files of ``subset`` for ``data.dataset`` (the synthetic one is written if missing)."""
     d, m = cfg.data, cfg.model
+    if Path(d.root).exists() and not Path(d.root).is_dir():
+        raise DataError(f"data.root='{d.root}' is a file; data.dataset={d.dataset} expects a "
+                        f"directory")
     if d.dataset == "synthetic":
         from vidgan.data.synthetic import ensure_dataset
-        ensure_dataset(d.root, per_class=d.synthetic_videos_per_class,
-                       n_frames=d.synthetic_frames, size=m.resolution, seed=cfg.train.seed)
+        try:
+            ensure_dataset(d.root, per_class=d.synthetic_videos_per_class,
+                           n_frames=d.synthetic_frames, size=m.resolution, seed=cfg.train.seed)
+        except OSError as err:
+            raise DataError(f"data.root='{d.root}': cannot write the synthetic dataset there "
+                            f"({err})") from None
         return list_folder(d.root)
     if d.dataset == "folder":
         return list_folder(d.root)
@@ -131,6 +139,7 @@ def build_loader(dataset: VideoClipDataset, cfg: Config, start_sample: int = 0) 
     ``start_sample`` skips that many samples of the stream (resume). The loader gets its own
     torch.Generator so creating it never consumes the global RNG, which the checkpoint restores.
     Clip randomness comes from the sampler's seeds, so workers need no seeding of their own.
+    Workers ignore the run signals (vidgan.signals): the main process checkpoints and stops.
     """
     workers = cfg.data.num_workers
     return DataLoader(dataset, batch_size=cfg.train.batch_size,
@@ -138,6 +147,7 @@ def build_loader(dataset: VideoClipDataset, cfg: Config, start_sample: int = 0) 
                       num_workers=workers, collate_fn=collate_clips,
                       pin_memory=torch.cuda.is_available(),
                       persistent_workers=False, prefetch_factor=4 if workers else None,
+                      worker_init_fn=ignore_in_worker,
                       generator=torch.Generator().manual_seed(cfg.train.seed), drop_last=True)
 
 

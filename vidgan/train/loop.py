@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
-import signal
+import shutil
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from vidgan.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
-                               set_rng_state)
+from vidgan import signals
+from vidgan.checkpoint import (CheckpointError, checkpoint_dir, checkpoint_step, list_checkpoints,
+                               list_diverged, load_checkpoint, pin_checkpoint, remove_partial_saves,
+                               rng_state, save_checkpoint, set_aside, set_rng_state)
 from vidgan.config import Config, config_from_dict, to_dict, to_yaml
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
@@ -29,6 +32,10 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive iterations had a non-finite loss."""
 
 
+class RunDirError(RuntimeError):
+    """train.out_dir cannot hold this run: another run's checkpoints, or not writable."""
+
+
 def linear_decay(base_lr: float, step: int, decay_iterations: int) -> float:
     """lr decays linearly from base_lr to 0 over decay_iterations (tgan2 §5.2)."""
     return base_lr * max(0.0, 1.0 - step / decay_iterations)
@@ -37,10 +44,16 @@ def linear_decay(base_lr: float, step: int, decay_iterations: int) -> float:
 class Trainer:
     """Holds G, D, EMA, optimizers and the data stream of one run directory."""
 
-    def __init__(self, cfg: Config, resume: bool = False):
+    def __init__(self, cfg: Config, resume: bool = False, resume_from: Optional[str] = None,
+                 overwrite: bool = False):
+        """``resume``: continue from the newest readable checkpoint in ``train.out_dir``;
+        ``resume_from``: from that checkpoint file; ``overwrite``: a fresh run may replace
+        the run already in ``train.out_dir`` (otherwise that is refused)."""
         self.cfg = cfg
         t = cfg.train
         self.out_dir = Path(t.out_dir)
+        resume = resume or resume_from is not None
+        prepare_run_dir(self.out_dir, resume, overwrite)
         self.device = resolve_device(t.device)
         torch.manual_seed(t.seed)
         np.random.seed(t.seed)
@@ -66,7 +79,7 @@ class Trainer:
         self.y_fixed = (torch.arange(n, device=self.device) % cfg.model.n_classes
                         if cfg.model.n_classes else None)
         if resume:
-            self._resume()
+            self._resume(Path(resume_from) if resume_from else None)
         self.dataset = build_dataset(cfg, cfg.data.subset, augment=True)
         self.data_summary = (f"data: {cfg.data.dataset} '{cfg.data.root}' ({cfg.data.subset}): "
                              f"{len(self.dataset)} videos, "
@@ -110,11 +123,14 @@ class Trainer:
                 # label names, so generate/evaluate can name classes without the dataset
                 "classes": list(self.dataset.classes)}
 
-    def _resume(self) -> None:
-        path = latest_checkpoint(self.out_dir)
-        if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.out_dir}/checkpoints")
-        state = load_checkpoint(path, map_location=self.device)
+    def _resume(self, path: Optional[Path] = None) -> None:
+        """Load ``path``, or the newest readable checkpoint of the run directory: an unreadable
+        one (truncated, zero-filled, refused) is set aside as ``<name>.unreadable`` with a
+        warning and the next older one is tried."""
+        if path is not None:
+            state = load_checkpoint(path, map_location=self.device)
+        else:
+            path, state = self._newest_readable()
         stored = config_from_dict(state["config"])
         if stored.model != self.cfg.model:
             raise ValueError(f"--resume: the model section of {path} differs from the config "
@@ -132,9 +148,58 @@ class Trainer:
         set_rng_state(state["rng"])
         tqdm.write(f"resumed from {path} at step {self.step}")
 
+    def _newest_readable(self) -> Tuple[Path, dict]:
+        found = list_checkpoints(self.out_dir)
+        if not found:
+            diverged = list_diverged(self.out_dir)
+            hint = (f"; it holds only diverged states ({', '.join(p.name for p in diverged)}): "
+                    f"pass --resume-from with one to continue it anyway" if diverged else "")
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir(self.out_dir)}"
+                                    f"{hint}")
+        failed: List[str] = []
+        for path in reversed(found):
+            try:
+                return path, load_checkpoint(path, map_location=self.device)
+            except CheckpointError as err:
+                aside = set_aside(path, path.name + ".unreadable")
+                failed.append(path.name)
+                tqdm.write(f"warning: {err}; moved it to {aside.name} and trying the previous "
+                           f"checkpoint")
+        raise CheckpointError(f"--resume: no readable checkpoint in "
+                              f"{checkpoint_dir(self.out_dir)}: {', '.join(failed)} could not be "
+                              f"read (now *.unreadable)")
+
     def save(self) -> Path:
         return save_checkpoint(self.state_dict(), self.out_dir, self.step,
                                self.cfg.train.keep_checkpoints)
+
+    def stop_diverged(self) -> NonFiniteLossError:
+        """Keep the last healthy state of a run that ``train.max_nonfinite`` stops.
+
+        The checkpoint written last before the first non-finite step is pinned (never
+        pruned, and what ``--resume`` picks); checkpoints written during the non-finite streak
+        and the state now are set aside as ``diverged_<step>.pt``, which ``--resume`` skips.
+        """
+        first_bad = self.step - self.nonfinite_streak + 1  # the step the streak began with
+        healthy = None
+        for path in list_checkpoints(self.out_dir):
+            if checkpoint_step(path) >= first_bad:
+                set_aside(path, f"diverged_{checkpoint_step(path):08d}.pt")
+            else:
+                healthy = path
+        diverged = save_checkpoint(self.state_dict(), self.out_dir, self.step, keep=None,
+                                   name=f"diverged_{self.step:08d}.pt")
+        if healthy is not None:
+            healthy = pin_checkpoint(healthy)
+            advice = (f"the last checkpoint before it, {healthy} (step "
+                      f"{checkpoint_step(healthy)}), is kept and --resume continues from it")
+        else:
+            advice = ("no checkpoint precedes it; start again (--overwrite replaces this run "
+                      "directory)")
+        return NonFiniteLossError(
+            f"{self.nonfinite_streak} consecutive iterations had a non-finite loss (steps "
+            f"{first_bad}-{self.step}); stopped. The diverged state is in {diverged}; {advice}. "
+            f"Lower train.lr, check the data, or raise train.max_nonfinite.")
 
     # ------------------------------------------------------------------ step
     def _set_lr(self) -> float:
@@ -231,12 +296,18 @@ class Trainer:
         video = self.G_ema(z, self.y_fixed)
         return make_grid(to_uint8(video).cpu(), self.cfg.eval.sample_rows)
 
-    def write_samples(self, writer: SummaryWriter) -> Path:
+    def write_samples(self, writer: SummaryWriter) -> Optional[Path]:
+        """The fixed-z grid as mp4 and TensorBoard GIF; a failed write (full disk) is a
+        warning: samples can be drawn again from a checkpoint, so they never stop the run."""
         grid = self.sample_grid()
         path = self.out_dir / "samples" / f"sample_{self.step:08d}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(path, grid, fps=self.cfg.eval.fps)
-        add_gif(writer, "samples/ema_fixed_z", grid, self.step, self.cfg.eval.fps)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mp4(path, grid, fps=self.cfg.eval.fps)
+            add_gif(writer, "samples/ema_fixed_z", grid, self.step, self.cfg.eval.fps)
+        except OSError as err:
+            tqdm.write(f"warning: could not write samples {path}: {err}")
+            return None
         return path
 
     def evaluate(self, writer: SummaryWriter) -> Dict[str, float]:
@@ -261,71 +332,119 @@ class Trainer:
     def run(self) -> Path:
         """Train until train.iterations; returns the final checkpoint's path.
 
-        SIGINT/SIGTERM finish the current iteration, write a checkpoint and return early.
+        SIGTERM, SIGINT, SIGHUP (to this process or its whole group) finish the current
+        iteration, write a checkpoint and return early; SIGUSR1 writes one and trains on.
         """
         t, ev = self.cfg.train, self.cfg.eval
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.yaml").write_text(to_yaml(self.cfg))
+        write_config(self.out_dir, self.cfg)
         writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step)
         excluded = "\n".join(f"    {p}: {r}" for p, r in self.dataset.excluded)
         writer.add_text("data/index", f"    {self.data_summary}\n{excluded}", self.step)
-        stop = {"signal": None}
-
-        def on_signal(signum, _frame):
-            stop["signal"] = signum
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        batches = iter(self.loader)
         bar = tqdm(total=t.iterations, initial=self.step, desc="train", dynamic_ncols=True)
         last_time, last_step = time.perf_counter(), self.step
-        path, saved_step = None, None
-        try:
-            while self.step < t.iterations and stop["signal"] is None:
-                lr = self._set_lr()
-                try:
-                    metrics = self.train_step(batches)
-                except DataError as err:  # the loader gave up on a batch: keep the work
-                    raise DataError(f"{err}\nState saved to {self.save()}.") from None
-                bar.update(1)
-                data_error = self.too_many_bad_files()
-                if data_error is not None:
+        path, saved_step, batches = None, None, None
+        with signals.RunSignals() as received:
+            try:
+                with signals.held():  # the workers start here and must not see a signal yet
+                    batches = iter(self.loader)
+                while self.step < t.iterations and received.stop is None:
+                    lr = self._set_lr()
+                    try:
+                        metrics = self.train_step(batches)
+                    except DataError as err:  # the loader gave up on a batch: keep the work
+                        raise DataError(f"{err}\nState saved to {self.save()}.") from None
+                    bar.update(1)
+                    data_error = self.too_many_bad_files()
+                    if data_error is not None:
+                        path = self.save()
+                        raise DataError(f"{data_error}\nState saved to {path}.")
+                    if self.nonfinite_streak >= t.max_nonfinite:
+                        raise self.stop_diverged()
+                    if self.step % t.log_interval == 0 or self.step == t.iterations:
+                        now = time.perf_counter()
+                        its = (self.step - last_step) / max(now - last_time, 1e-9)
+                        last_time, last_step = now, self.step
+                        values = {k: float(v) for k, v in metrics.items()}
+                        values.update({"lr": lr, "it_per_s": its})
+                        for k, v in values.items():
+                            writer.add_scalar(k, v, self.step)
+                        bar.set_postfix({"D": f"{values['loss/D']:.3f}",
+                                         "G": f"{values['loss/G']:.3f}",
+                                         "R1": f"{values['loss/R1']:.3g}", "it/s": f"{its:.2f}"})
+                    if ev.sample_interval and self.step % ev.sample_interval == 0:
+                        self.write_samples(writer)
+                    if self.c3d is not None and ev.interval and self.step % ev.interval == 0:
+                        self.evaluate(writer)
+                    requested = received.take_save_request()  # SIGUSR1
+                    if self.step % t.checkpoint_interval == 0 or requested:
+                        path, saved_step = self.save(), self.step
+                        if requested:
+                            tqdm.write(f"SIGUSR1: checkpoint {path}; training on")
+                if received.stop is not None:
+                    tqdm.write(f"received signal {received.stop}: writing a checkpoint")
+                if saved_step != self.step:
                     path = self.save()
-                    raise DataError(f"{data_error}\nState saved to {path}.")
-                if self.nonfinite_streak >= t.max_nonfinite:
-                    path = self.save()
-                    raise NonFiniteLossError(
-                        f"{self.nonfinite_streak} consecutive iterations had a non-finite loss "
-                        f"(step {self.step}); stopped. State saved to {path}. Lower train.lr, "
-                        f"check the data, or raise train.max_nonfinite.")
-                if self.step % t.log_interval == 0 or self.step == t.iterations:
-                    now = time.perf_counter()
-                    its = (self.step - last_step) / max(now - last_time, 1e-9)
-                    last_time, last_step = now, self.step
-                    values = {k: float(v) for k, v in metrics.items()}
-                    values.update({"lr": lr, "it_per_s": its})
-                    for k, v in values.items():
-                        writer.add_scalar(k, v, self.step)
-                    bar.set_postfix({"D": f"{values['loss/D']:.3f}", "G": f"{values['loss/G']:.3f}",
-                                     "R1": f"{values['loss/R1']:.3g}", "it/s": f"{its:.2f}"})
-                if self.step % ev.sample_interval == 0:
+                if ev.sample_interval and self.step % ev.sample_interval != 0:
                     self.write_samples(writer)
-                if self.c3d is not None and self.step % ev.interval == 0:
-                    self.evaluate(writer)
-                if self.step % t.checkpoint_interval == 0:
-                    path, saved_step = self.save(), self.step
-            if stop["signal"] is not None:
-                tqdm.write(f"received signal {stop['signal']}: writing a checkpoint")
-            if saved_step != self.step:
-                path = self.save()
-            if self.step % ev.sample_interval != 0:
-                self.write_samples(writer)
-            tqdm.write(f"step {self.step}: checkpoint {path}")
-        finally:
-            bar.close()
-            writer.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        self.interrupted_by = stop["signal"]
+                tqdm.write(f"step {self.step}: checkpoint {path}")
+            finally:
+                # Shut the workers down while the signals are still only flags: a second
+                # signal now must not kill this process on the way out.
+                del batches
+                bar.close()
+                try:
+                    writer.close()
+                except OSError as err:  # e.g. a full disk: the checkpoint matters, not the log
+                    tqdm.write(f"warning: TensorBoard log in {self.out_dir / 'tb'} incomplete "
+                               f"({err})")
+        self.interrupted_by = received.stop
         return path
+
+
+def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """One run per directory, checked before any work is done.
+
+    A fresh run refuses a directory that holds another run's checkpoints (unless
+    ``overwrite``: then that run's checkpoints, samples, logs and config are deleted); the
+    directory must be writable; leftovers of an interrupted checkpoint write are removed.
+    """
+    existing = list_checkpoints(out_dir) + list_diverged(out_dir)
+    if existing and not resume:
+        if not overwrite:
+            newest = max(existing, key=checkpoint_step)
+            raise RunDirError(f"train.out_dir '{out_dir}' already holds another run's "
+                              f"checkpoints (newest: {newest.name}); continue that run with "
+                              f"--resume, or choose another train.out_dir, or pass --overwrite "
+                              f"to delete it and start over")
+        for name in ("checkpoints", "samples", "tb"):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+        (out_dir / "config.yaml").unlink(missing_ok=True)
+        tqdm.write(f"--overwrite: deleted the previous run in {out_dir}")
+    probe = checkpoint_dir(out_dir) / ".write_test"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"vidgan")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as err:
+        raise RunDirError(f"train.out_dir '{out_dir}' is not writable ({err}); choose another "
+                          f"train.out_dir or fix its permissions") from None
+    for leftover in remove_partial_saves(out_dir):
+        tqdm.write(f"removed {leftover}, the partial file of an interrupted checkpoint write")
+
+
+def write_config(out_dir: Path, cfg: Config) -> None:
+    """``<out_dir>/config.yaml``, written atomically; a failure is one line naming the file."""
+    path = out_dir / "config.yaml"
+    tmp = out_dir / ".config.yaml.tmp"
+    try:
+        tmp.write_text(to_yaml(cfg))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise RunDirError(f"could not write {path}: {err}") from None
 
 
 def _logged(result: PhaseResult) -> Dict[str, torch.Tensor]:
@@ -354,8 +473,9 @@ def add_gif(writer: SummaryWriter, tag: str, video: torch.Tensor, step: int, fps
                                           step)
 
 
-def train(cfg: Config, resume: bool = False) -> Trainer:
-    """Build a Trainer for ``cfg`` (resuming from its run directory if asked) and run it."""
-    trainer = Trainer(cfg, resume=resume)
+def train(cfg: Config, resume: bool = False, resume_from: Optional[str] = None,
+          overwrite: bool = False) -> Trainer:
+    """Build a Trainer for ``cfg`` (see Trainer for the run-directory options) and run it."""
+    trainer = Trainer(cfg, resume=resume, resume_from=resume_from, overwrite=overwrite)
     trainer.run()
     return trainer
