@@ -7,9 +7,10 @@ checkpoint under runs/demo/.
 import argparse
 import sys
 
+from vidgan import signals
 from vidgan.checkpoint import CheckpointError
 from vidgan.config import ConfigError, load_config
-from vidgan.train import NonFiniteLossError, RunDirError, train
+from vidgan.train import NonFiniteLossError, RunDirError, Trainer
 
 
 def main(argv=None) -> int:
@@ -28,8 +29,11 @@ def main(argv=None) -> int:
     args = parser.parse_intermixed_args(argv)  # options may follow the overrides
     try:
         cfg = load_config(args.config, args.overrides)
-        trainer = train(cfg, resume=args.resume, resume_from=args.resume_from,
-                        overwrite=args.overwrite)
+        # Start-up (indexing, building models): a signal ends the process, nothing to lose.
+        trainer = Trainer(cfg, resume=args.resume, resume_from=args.resume_from,
+                          overwrite=args.overwrite)
+        signals.ignore_stop_signals()  # from now on only Trainer.run answers them
+        trainer.run()
     except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError, RunDirError,
             ValueError) as err:  # bad input or a stopped run: one line (+ file lists)
         print(f"error: {err}", file=sys.stderr)

@@ -57,6 +57,14 @@ def held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, RUN_SIGNALS)
 
 
+def ignore_stop_signals() -> None:
+    """For a process that exists to train (the CLI): a stop signal outside ``Trainer.run``
+    (e.g. a scheduler's second SIGTERM just after the run wrote its checkpoint and returned)
+    must not kill the process on its way out with 128 + the first signal."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def ignore_in_worker(_worker_id: int = 0) -> None:
     """DataLoader ``worker_init_fn``: ignore the run signals, then take the mask back."""
     for s in RUN_SIGNALS:

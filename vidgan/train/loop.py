@@ -170,8 +170,10 @@ class Trainer:
                               f"read (now *.unreadable)")
 
     def save(self) -> Path:
-        return save_checkpoint(self.state_dict(), self.out_dir, self.step,
-                               self.cfg.train.keep_checkpoints)
+        # No pruning during a non-finite streak: if it turns into a divergence, the older
+        # checkpoints are the healthy ones (stop_diverged).
+        keep = self.cfg.train.keep_checkpoints if self.nonfinite_streak == 0 else None
+        return save_checkpoint(self.state_dict(), self.out_dir, self.step, keep)
 
     def stop_diverged(self) -> NonFiniteLossError:
         """Keep the last healthy state of a run that ``train.max_nonfinite`` stops.
