@@ -170,24 +170,34 @@ def test_resume_skips_damaged_checkpoints(tmp_path, synthetic_root):
 
 
 # -------------------------------------------------------------- disk and permissions
-def _small_file_limit():
-    """In the child: files may not grow past 1 MiB (a full disk for the checkpoint, which is
-    ~2 MB at the tiny sizes); the write fails with EFBIG instead of killing the process."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+def _file_size_limit(limit):
+    """In the child: files may not grow past ``limit`` bytes, as on a full disk; the write
+    fails with EFBIG (Python ignores SIGXFSZ) instead of killing the process."""
+    def set_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return set_limit
 
 
-def test_a_failed_checkpoint_write_keeps_earlier_ones(tmp_path, synthetic_root):
+@pytest.mark.parametrize("fails", ["checkpoint", "config"])
+def test_a_full_disk_stops_with_one_line_and_keeps_earlier_checkpoints(tmp_path, synthetic_root,
+                                                                       fails):
     run = tmp_path / "run"
     _trainer(synthetic_root, run, "train.iterations=2", "train.checkpoint_interval=2").run()
+    # 1 MiB holds config.yaml and the log but not a checkpoint (~2 MB at the tiny sizes)
+    limit = {"checkpoint": 1 << 20, "config": 1000}[fails]
     proc = _cli(*_args(synthetic_root, run, "train.iterations=4", "train.checkpoint_interval=2"),
-                "--resume", preexec_fn=_small_file_limit)
+                "--resume", preexec_fn=_file_size_limit(limit))
     err = _one_line_error(proc)
     ckpts = checkpoint_dir(run)
-    assert err.startswith(f"error: could not write checkpoint {ckpts / 'ckpt_00000004.pt'}: "
-                          f"[Errno 27] File too large; the partial file was removed")
-    assert f"the newest intact one is {ckpts / 'ckpt_00000002.pt'}" in err
+    if fails == "checkpoint":
+        assert err.startswith(f"error: could not write checkpoint {ckpts / 'ckpt_00000004.pt'}: "
+                              f"[Errno 27] File too large; the partial file was removed")
+        assert f"the newest intact one is {ckpts / 'ckpt_00000002.pt'}" in err
+    else:
+        assert err == f"error: could not write {run / 'config.yaml'}: [Errno 27] File too large"
     assert _names(run) == ["ckpt_00000002.pt"]  # no partial file holds the disk
+    assert not list(run.glob(".*.tmp"))
     assert _trainer(synthetic_root, run, "train.iterations=3", resume=True).step == 2
 
 
