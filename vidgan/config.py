@@ -84,7 +84,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # synthetic | folder | ucf101 | faceforensics
+    dataset: str = "synthetic"  # synthetic | modes | folder | ucf101 | faceforensics
     root: str = "data/synthetic"
     split: int = 1  # UCF101 split lists 1-3 (trainlist0N / testlist0N)
     subset: str = "train"  # what training reads: train | test | all (faceforensics: also val)
@@ -101,7 +101,8 @@ class DataConfig:
     # Stop when more than this fraction of the videos is unusable (at indexing, or failing
     # to decode during training); single bad files are skipped and reported.
     max_bad_fraction: float = 0.05
-    # synthetic dataset only: generated into `root` when it is missing
+    # Generated datasets (synthetic; modes, vidgan.data.modes): written into `root` when it
+    # is missing, at model.resolution; clips per class (per mode for modes) and frames
     synthetic_videos_per_class: int = 64
     synthetic_frames: int = 32
 
@@ -168,13 +169,14 @@ CHOICES = {
     "model.frame_discriminator": ("none", "resnet2d", "memory"),
     "model.memory.update": ("em", "kaiser"),
     "model.discriminator": ("multi3d",),
-    "data.dataset": ("synthetic", "folder", "ucf101", "faceforensics"),
+    "data.dataset": ("synthetic", "modes", "folder", "ucf101", "faceforensics"),
     "data.subset": ("train", "val", "test", "all"),
     "loss.combine": ("sum", "mean"),
     "train.amp": ("none", "bf16"),
 }
 
-METRICS = ("is", "fid", "ddm")
+C3D_METRICS = ("is", "fid", "ddm")  # need the C3D weights
+METRICS = C3D_METRICS + ("modes",)  # modes: vidgan.metrics.modes, for data.dataset=modes
 
 
 def resolve_config_path(name_or_path: str) -> Path:

@@ -31,11 +31,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vidgan.checkpoint import CheckpointError, load_generator
-from vidgan.config import METRICS, Config, ConfigError, config_from_dict, load_config, to_dict
+from vidgan.config import (C3D_METRICS, METRICS, Config, ConfigError, config_from_dict,
+                           load_config, to_dict)
 from vidgan.device import resolve_device
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
 from vidgan.metrics.c3d import N_FRAMES
+from vidgan.metrics.modes import classify_modes, mode_scores
 from vidgan.metrics.stats import mean_cov
+from vidgan.video_io import to_uint8
 
 STATS_VERSION = 1  # bump when the statistics' definition changes; old cache files are ignored
 # data settings that change speed, not the clips; left out of the statistics' cache key
@@ -56,6 +59,8 @@ PROTOCOLS = {
     # (pfnet-research/tgan evaluation/calc_inception.py) resized differently (bicubic to 128,
     # centre 112 crop, eps 1e-7), so its Table 4 numbers are comparable only approximately.
     "tgan": Protocol(n_samples=10_000, repeats=4),
+    # mode coverage on the modes dataset (vidgan.metrics.modes): 20K clips for 128 modes
+    "modes": Protocol(n_samples=20_000, repeats=1),
 }
 
 
@@ -100,7 +105,7 @@ def check_metrics(metrics: Sequence[str], real_stats: Optional[RealStats]) -> No
 
 def compute_scores(features: np.ndarray, logits: np.ndarray, metrics: Sequence[str],
                    real_stats: Optional[RealStats] = None, splits: int = 1) -> Dict[str, float]:
-    """The requested metrics of one set of samples."""
+    """The requested C3D metrics of one set of samples (others in ``metrics`` are skipped)."""
     check_metrics(metrics, real_stats)
     out = {}
     if "is" in metrics:
@@ -139,12 +144,43 @@ def generated_clips(G: nn.Module, n_samples: int, batch_size: int, device: torch
         G.train(was_training)
 
 
-def evaluate_generator(G: nn.Module, c3d: C3D, *, metrics: Sequence[str], n_samples: int,
-                       batch_size: int, device: torch.device | str, seed: int,
+def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequence[str],
+                device: torch.device, real_stats: Optional[RealStats] = None, splits: int = 1,
+                progress: Optional[tqdm] = None) -> Dict[str, float]:
+    """The requested metrics of one set of clips in [-1, 1]: the C3D ones through ``c3d``
+    (None is fine when none is requested), ``modes`` through the analytic mode classifier."""
+    check_metrics(metrics, real_stats)
+    use_c3d = any(m in C3D_METRICS for m in metrics)
+    if use_c3d and c3d is None:
+        raise ValueError(f"metrics {list(metrics)} need the C3D classifier; only 'modes' "
+                         f"works without it")
+    features, logits, modes = [], [], []
+    with torch.inference_mode():
+        for x in clips:
+            if use_c3d:
+                f, y = c3d.extract(x.to(device, non_blocking=True))
+                features.append(f.cpu())
+                logits.append(y.cpu())
+            if "modes" in metrics:
+                modes.append(classify_modes(to_uint8(x)).mode)
+            if progress is not None:
+                progress.update(len(x))
+    out = {}
+    if use_c3d:
+        out.update(compute_scores(torch.cat(features).numpy(), torch.cat(logits).numpy(),
+                                  metrics, real_stats, splits))
+    if "modes" in metrics:
+        out.update(mode_scores(torch.cat(modes)))
+    return out
+
+
+def evaluate_generator(G: nn.Module, c3d: Optional[C3D], *, metrics: Sequence[str],
+                       n_samples: int, batch_size: int, device: torch.device | str, seed: int,
                        n_classes: Optional[int] = None, real_stats: Optional[RealStats] = None,
                        n_frames: int = N_FRAMES, splits: int = 1,
                        progress: Optional[tqdm] = None) -> Dict[str, float]:
-    """One repeat: ``n_samples`` fresh clips from ``G`` scored by ``c3d``; {metric: value}.
+    """One repeat: ``n_samples`` fresh clips from ``G`` scored by ``c3d`` (and/or the mode
+    classifier); {metric: value}, where ``modes`` expands to modes_covered, modes_kl, ...
 
     This is the in-training evaluation (one repeat of the tgan2 protocol when n_samples=2048).
     ``G`` is put in eval mode for sampling and restored; fid/ddm need ``real_stats``.
@@ -152,7 +188,7 @@ def evaluate_generator(G: nn.Module, c3d: C3D, *, metrics: Sequence[str], n_samp
     check_metrics(metrics, real_stats)
     device = torch.device(device)
     clips = generated_clips(G, n_samples, batch_size, device, seed, n_classes, n_frames)
-    return compute_scores(*classify(c3d, clips, device, progress), metrics, real_stats, splits)
+    return score_clips(clips, c3d, metrics, device, real_stats, splits, progress)
 
 
 def summarize(per_repeat: List[Dict[str, float]]) -> Dict[str, dict]:
@@ -163,14 +199,14 @@ def summarize(per_repeat: List[Dict[str, float]]) -> Dict[str, dict]:
             for name in per_repeat[0]}
 
 
-def run_protocol(make_clips: Callable[[int], Iterable[torch.Tensor]], c3d: C3D, *,
+def run_protocol(make_clips: Callable[[int], Iterable[torch.Tensor]], c3d: Optional[C3D], *,
                  metrics: Sequence[str], repeats: int, device: torch.device,
                  real_stats: Optional[RealStats] = None, splits: int = 1,
                  progress: Optional[tqdm] = None) -> Dict[str, dict]:
     """Score ``make_clips(repeat)`` for each repeat (fresh samples each time) and summarize."""
     check_metrics(metrics, real_stats)
-    per_repeat = [compute_scores(*classify(c3d, make_clips(r), device, progress), metrics,
-                                 real_stats, splits) for r in range(repeats)]
+    per_repeat = [score_clips(make_clips(r), c3d, metrics, device, real_stats, splits, progress)
+                  for r in range(repeats)]
     return summarize(per_repeat)
 
 
@@ -305,8 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c3d-weights", help="conv3d_deepnetA_ucf.npz or a converted .pt "
                                          "(default: eval.c3d_weights)")
     p.add_argument("--c3d-mean", help="mean2.npz (needed with the npz; default: eval.c3d_mean)")
-    p.add_argument("--metrics", default="is,fid,ddm", help="comma-separated: is,fid,ddm")
-    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="tgan2")
+    p.add_argument("--metrics", default="is,fid,ddm",
+                   help="comma-separated: is,fid,ddm (C3D) and/or modes (the modes dataset's "
+                        "mode coverage, no weights needed)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS),
+                   help="default: modes (1 x 20000 clips) for --metrics modes, else tgan2")
     p.add_argument("--n-samples", type=int, help="clips per repeat (default: the protocol's)")
     p.add_argument("--repeats", type=int, help="repeats with fresh samples (default: protocol's)")
     p.add_argument("--batch-size", type=int, help="C3D/G batch (default: eval.batch_size)")
@@ -333,6 +372,7 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')}={value}: must be >= 1")
     metrics = _parse_metrics(args.metrics)
+    args.protocol = args.protocol or ("modes" if metrics == ["modes"] else "tgan2")
     protocol = PROTOCOLS[args.protocol]
     n_samples = args.n_samples or protocol.n_samples
     repeats = args.repeats or protocol.repeats
@@ -355,11 +395,13 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
 
     weights = args.c3d_weights or cfg.eval.c3d_weights
     mean = args.c3d_mean or cfg.eval.c3d_mean or None
-    if not weights:
-        raise ValueError("no C3D weights: pass --c3d-weights (conv3d_deepnetA_ucf.npz with "
-                         "--c3d-mean mean2.npz, or a .pt from data_prep.convert_c3d) or set "
-                         "eval.c3d_weights")
-    c3d = load_c3d(weights, mean, device=device)
+    c3d = None
+    if args.save_stats or any(m in C3D_METRICS for m in metrics):
+        if not weights:
+            raise ValueError("no C3D weights: pass --c3d-weights (conv3d_deepnetA_ucf.npz with "
+                             "--c3d-mean mean2.npz, or a .pt from data_prep.convert_c3d) or set "
+                             "eval.c3d_weights (only --metrics modes works without them)")
+        c3d = load_c3d(weights, mean, device=device)
     batch_size = args.batch_size or cfg.eval.batch_size
 
     needs_stats = args.save_stats or "fid" in metrics or "ddm" in metrics
@@ -374,8 +416,9 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
 
     bar = tqdm(total=n_samples * repeats, desc=f"evaluate ({args.protocol})", unit="clip")
     record = {"protocol": args.protocol, "n_samples": n_samples, "repeats": repeats,
-              "splits": protocol.splits, "seed": args.seed, "c3d_weights": str(weights),
-              "c3d_mean": str(mean) if mean else None, "metrics": metrics}
+              "splits": protocol.splits, "seed": args.seed,
+              "c3d_weights": str(weights) if c3d is not None else None,
+              "c3d_mean": str(mean) if c3d is not None and mean else None, "metrics": metrics}
     with bar:
         if args.real:
             dataset = eval_dataset(cfg, args.split)

@@ -45,6 +45,15 @@ def list_videos(cfg: Config, subset: str) -> VideoList:
             raise DataError(f"data.root='{d.root}': cannot write the synthetic dataset there "
                             f"({err})") from None
         return list_folder(d.root)
+    if d.dataset == "modes":
+        from vidgan.data.modes import ensure_dataset as ensure_modes
+        try:
+            ensure_modes(d.root, per_mode=d.synthetic_videos_per_class,
+                         n_frames=d.synthetic_frames, size=m.resolution)
+        except OSError as err:
+            raise DataError(f"data.root='{d.root}': cannot write the modes dataset there "
+                            f"({err})") from None
+        return list_folder(d.root)
     if d.dataset == "folder":
         return list_folder(d.root)
     if d.dataset == "ucf101":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import colorsys
 import json
 from pathlib import Path
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +39,8 @@ HALF_SIZE = (0.14, 0.2)  # disc radius; the other shapes have about the disc's a
 SPEED = (0.018, 0.035)
 VALUE = (0.85, 1.0)  # HSV value of the object
 BACKGROUND = (0.0, 40.0)  # grey level of the background, 0..255
+# The dataset's own seed, not train.seed: runs with different seeds see the same data.
+DATA_SEED = 0
 
 
 def mode_id(shape: int, colour: int, direction: int) -> int:
@@ -93,21 +95,31 @@ def render_clip(mode: int, n_frames: int, size: int, rng: np.random.Generator) -
     return np.where(inside[..., None], rgb, background).astype(np.uint8)
 
 
-def write_dataset(root: str | Path, per_mode: int = 8, n_frames: int = 16, size: int = 64,
-                  fps: int = 8, seed: int = 0) -> Path:
-    """Write ``per_mode`` clips of each of the 128 modes under ``root/<mode name>/`` and
-    ``root/modes.json`` ({file: mode id}, plus the factor names); returns root."""
-    root = Path(root)
+def dataset_clips(per_mode: int = 8, n_frames: int = 16, size: int = 64,
+                  seed: int = DATA_SEED) -> Iterator[Tuple[str, int, np.ndarray]]:
+    """(relative path, mode id, uint8 (T, H, W, 3)) of every clip of the dataset, in order;
+    a function of the arguments alone."""
     rng = np.random.default_rng(seed)
-    files = {}
     for mode in range(N_MODES):
         name = mode_name(mode)
-        (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_mode):
-            clip = torch.from_numpy(render_clip(mode, n_frames, size, rng)).permute(3, 0, 1, 2)
-            rel = f"{name}/{name}_{i:04d}.mp4"
-            write_mp4(root / rel, clip, fps=fps, crf=18)
-            files[rel] = mode
+            yield f"{name}/{name}_{i:04d}.mp4", mode, render_clip(mode, n_frames, size, rng)
+
+
+def write_dataset(root: str | Path, per_mode: int = 8, n_frames: int = 16, size: int = 64,
+                  fps: int = 8, seed: int = DATA_SEED) -> Path:
+    """Write ``per_mode`` clips of each of the 128 modes under ``root/<mode name>/`` and
+    ``root/modes.json`` ({file: mode id}, plus the factor names); returns root.
+
+    The clips are a function of the seed; their mp4 bytes may differ between writes by
+    x264's noise (a few grey levels at edges), never by content.
+    """
+    root = Path(root)
+    files = {}
+    for rel, mode, clip in dataset_clips(per_mode, n_frames, size, seed):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(root / rel, torch.from_numpy(clip).permute(3, 0, 1, 2), fps=fps, crf=18)
+        files[rel] = mode
     record = {"shapes": SHAPES, "colours": COLOURS, "hues": HUES, "directions": DIRECTIONS,
               "per_mode": per_mode, "n_frames": n_frames, "size": size, "seed": seed,
               "files": files}

@@ -29,7 +29,7 @@ from typing import Dict
 import torch
 from torch.nn import functional as F
 
-from vidgan.data.modes import DIRECTIONS, HUES, N_MODES, SHAPES
+from vidgan.data.modes import DIRECTIONS, HUES, N_MODES
 
 WORK_SIZE = 32  # objects are found on a grid of about this size
 FOREGROUND = 40.0  # 0..255, the least contrast of foreground; objects: >= 177 over the background
@@ -141,7 +141,6 @@ def classify_modes(video: torch.Tensor) -> ModePredictions:
         1, labels, torch.ones_like(labels, dtype=torch.float32))
     sizes[:, 0] = 0
     cells, main = sizes.max(1)
-    cells_total = coarse.view(b * t, -1).sum(1).float()
     keep = (labels == main[:, None]).view(b * t, ch, cw) & (cells > 0)[:, None, None]
     if factor > 1:
         keep = F.interpolate(keep[:, None].float(), size=(h, w), mode="nearest")[:, 0] > 0

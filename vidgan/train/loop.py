@@ -18,7 +18,7 @@ from vidgan import signals
 from vidgan.checkpoint import (CheckpointError, checkpoint_dir, checkpoint_step, list_checkpoints,
                                list_diverged, load_checkpoint, pin_checkpoint, remove_partial_saves,
                                rng_state, save_checkpoint, set_aside, set_rng_state)
-from vidgan.config import Config, config_from_dict, to_dict, to_yaml
+from vidgan.config import C3D_METRICS, Config, config_from_dict, to_dict, to_yaml
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.device import resolve_device
@@ -91,20 +91,27 @@ class Trainer:
             raise ValueError(f"model.n_classes={cfg.model.n_classes} but data.root "
                              f"'{cfg.data.root}' has {len(self.dataset.classes)} classes")
         self.c3d, self.real_stats = self._load_c3d(), None
+        # what the in-training evaluation scores: C3D metrics only with the weights loaded
+        self.eval_metrics = [m for m in cfg.eval.metrics
+                             if m not in C3D_METRICS or self.c3d is not None]
         samples_per_step = t.n_dis * t.batch_size
         self.loader = build_loader(self.dataset, cfg, start_sample=self.step * samples_per_step)
         self.amp = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if t.amp == "bf16" else contextlib.nullcontext())
 
     def _load_c3d(self):
-        """The C3D classifier for in-training scores, or None (with one warning) if unset.
+        """The C3D classifier for in-training scores, or None: when no C3D metric is asked
+        for, or (with one warning) when its weights are not set.
 
         Loaded now, so a wrong path fails at start-up rather than at the first evaluation.
         """
         ev = self.cfg.eval
+        wanted = [m for m in ev.metrics if m in C3D_METRICS]
+        if not wanted:
+            return None
         if not ev.c3d_weights:
             tqdm.write("warning: eval.c3d_weights is not set, so the in-training C3D scores "
-                       f"({', '.join(ev.metrics)}) are off; set eval.c3d_weights (and "
+                       f"({', '.join(wanted)}) are off; set eval.c3d_weights (and "
                        "eval.c3d_mean for the release npz) to log them every eval.interval "
                        "iterations")
             return None
@@ -314,14 +321,16 @@ class Trainer:
 
     def evaluate(self, writer: SummaryWriter) -> Dict[str, float]:
         """One repeat of the tgan2 protocol on ``eval.n_samples`` clips of the EMA generator,
-        logged as eval/<metric>. Real statistics are computed (or read from the cache) once."""
+        logged as eval/<metric> (eval/modes_covered, ... for the modes metric). Real
+        statistics are computed (or read from the cache) once."""
         from vidgan.evaluate import evaluate_generator, load_real_stats
 
         ev = self.cfg.eval
         if self.real_stats is None:
-            self.real_stats = load_real_stats(self.cfg, self.c3d, ev.metrics, device=self.device,
-                                              batch_size=ev.batch_size, progress=True)
-        scores = evaluate_generator(self.G_ema, self.c3d, metrics=ev.metrics,
+            self.real_stats = load_real_stats(self.cfg, self.c3d, self.eval_metrics,
+                                              device=self.device, batch_size=ev.batch_size,
+                                              progress=True)
+        scores = evaluate_generator(self.G_ema, self.c3d, metrics=self.eval_metrics,
                                     n_samples=ev.n_samples, batch_size=ev.batch_size,
                                     device=self.device, seed=self.cfg.train.seed + self.step,
                                     real_stats=self.real_stats)
@@ -375,7 +384,7 @@ class Trainer:
                                          "R1": f"{values['loss/R1']:.3g}", "it/s": f"{its:.2f}"})
                     if ev.sample_interval and self.step % ev.sample_interval == 0:
                         self.write_samples(writer)
-                    if self.c3d is not None and ev.interval and self.step % ev.interval == 0:
+                    if self.eval_metrics and ev.interval and self.step % ev.interval == 0:
                         self.evaluate(writer)
                     requested = received.take_save_request()  # SIGUSR1
                     if self.step % t.checkpoint_interval == 0 or requested:

@@ -1,0 +1,122 @@
+"""Mode coverage of each discriminator on the modes dataset: train every config with every
+seed for the same iterations, score the final EMA generator with the analytic mode
+classifier, report mean +- sd over the seeds.
+
+    python -m benchmarks.bench_modes [--configs modes_st4,modes_3d2d,modes_memory,modes_mocogan]
+        [--seeds 0,1,2] [--iterations 1000] [--n-samples 2048] [--jobs 1]
+        [--out runs/bench_modes] [key=value ...]
+
+Each run is ``train.py`` then ``python -m vidgan.evaluate --metrics modes`` in a subprocess
+(``--jobs`` of them at a time, the CPU threads split between them). Results accumulate in
+``<out>/results.json``: a run already there is not repeated, so an interrupted benchmark
+continues where it stopped. s/it is the median of the run's logged it/s, inverted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SCORES = ("modes_covered", "modes_kl", "modes_valid", "modes_shapes", "modes_colours",
+          "modes_directions")
+
+
+def _seconds_per_iteration(tb_dir: Path) -> float:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tb_dir)).Reload()
+    rates = [e.value for e in events.Scalars("it_per_s")[1:]]  # the first includes start-up
+    return 1.0 / statistics.median(rates)
+
+
+def run_one(config: str, seed: int, args, threads: int) -> dict:
+    """Train ``config`` with ``seed``, evaluate the final checkpoint; the result record."""
+    run = Path(args.out) / f"{config}_seed{seed}"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    train = [sys.executable, "train.py", "--config", config, "--overwrite",
+             f"train.seed={seed}", f"train.iterations={args.iterations}",
+             f"train.out_dir={run}", f"train.checkpoint_interval={args.iterations}",
+             "eval.interval=0", "eval.sample_interval=0", *args.overrides]
+    with open(Path(args.out) / f"{config}_seed{seed}.log", "w") as log:
+        subprocess.run(train, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                       check=True)
+        ckpt = run / "checkpoints" / f"ckpt_{args.iterations:08d}.pt"
+        scores = run / "modes.json"
+        subprocess.run([sys.executable, "-m", "vidgan.evaluate", "--checkpoint", str(ckpt),
+                        "--metrics", "modes", "--n-samples", str(args.n_samples),
+                        "--seed", str(1000 + seed), "--device", "cpu", "--out", str(scores)],
+                       cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    record = json.loads(scores.read_text())["scores"]
+    return {"config": config, "seed": seed, "iterations": args.iterations,
+            "n_samples": args.n_samples, "overrides": args.overrides,
+            "s_per_it": _seconds_per_iteration(run / "tb"),
+            **{k: record[k]["mean"] for k in SCORES}}
+
+
+def table(results: list, configs: list) -> str:
+    def cell(values, digits):
+        if len(values) < 2:
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    lines = ["| config | seeds | modes covered (of 128) | KL(p_gen ‖ U) | fraction valid | "
+             "shapes / colours / directions | s/it |", "|---|---|---|---|---|---|---|"]
+    for config in configs:
+        rows = [r for r in results if r["config"] == config]
+        if not rows:
+            continue
+        col = lambda k: [r[k] for r in rows]  # noqa: E731
+        factors = " / ".join(f"{statistics.mean(col(k)):.1f}"
+                             for k in ("modes_shapes", "modes_colours", "modes_directions"))
+        lines.append(f"| {config} | {len(rows)} | {cell(col('modes_covered'), 1)} | "
+                     f"{cell(col('modes_kl'), 3)} | {cell(col('modes_valid'), 3)} | {factors} | "
+                     f"{cell(col('s_per_it'), 3)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="modes_st4,modes_3d2d,modes_memory,modes_mocogan")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--n-samples", type=int, default=2048)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", default="runs/bench_modes")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    configs = args.configs.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else []
+    done = {(r["config"], r["seed"], r["iterations"]) for r in results}
+    todo = [(c, s) for c in configs for s in seeds if (c, s, args.iterations) not in done]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    lock = threading.Lock()
+
+    def task(item):
+        record = run_one(*item, args, threads)
+        with lock:
+            results.append(record)
+            results_path.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"{item[0]} seed {item[1]}: covered {record['modes_covered']:.0f}, "
+                  f"KL {record['modes_kl']:.3f}, valid {record['modes_valid']:.3f}, "
+                  f"{record['s_per_it']:.3f} s/it", flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(task, todo))
+    current = [r for r in results if r["iterations"] == args.iterations]
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.jobs} job(s) x {threads} "
+          f"thread(s); {args.iterations} iterations, {args.n_samples} clips scored per run")
+    print(table(current, configs))
+
+
+if __name__ == "__main__":
+    main()

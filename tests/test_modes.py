@@ -1,0 +1,174 @@
+"""The mode-coverage benchmark: the modes dataset (vidgan/data/modes.py), its analytic
+classifier and scores (vidgan/metrics/modes.py), and where they plug in (evaluate, training)."""
+import json
+import math
+
+import decord
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY
+from vidgan.config import load_config
+from vidgan.data.modes import (COLOURS, DIRECTIONS, N_MODES, SHAPES, dataset_clips, mode_factors,
+                               mode_id, mode_name, render_clip, write_dataset)
+from vidgan.metrics.modes import REASONS, classify_modes, mode_scores
+
+
+def _decode_all(root):
+    """Every clip of a written modes dataset, decoded by decord, with its recorded mode."""
+    record = json.loads((root / "modes.json").read_text())
+    clips, modes = [], []
+    for rel, mode in sorted(record["files"].items()):
+        reader = decord.VideoReader(str(root / rel))
+        frames = reader.get_batch(list(range(len(reader)))).asnumpy()
+        clips.append(torch.from_numpy(frames).permute(3, 0, 1, 2))
+        modes.append(mode)
+    return torch.stack(clips), torch.tensor(modes)
+
+
+@pytest.fixture(scope="session")
+def modes_root(tmp_path_factory):
+    """One clip per mode at 64 px, the size the modes configs train at."""
+    return write_dataset(tmp_path_factory.mktemp("modes64"), per_mode=1, n_frames=16, size=64)
+
+
+def test_mode_ids_and_names():
+    assert N_MODES == len(SHAPES) * len(COLOURS) * len(DIRECTIONS) == 128
+    assert sorted(mode_id(*mode_factors(m)) for m in range(N_MODES)) == list(range(N_MODES))
+    names = [mode_name(m) for m in range(N_MODES)]
+    assert names == sorted(names) and names[0] == "000_disc_red_right"
+
+
+def test_the_writer_is_deterministic_for_a_seed(tmp_path):
+    def rendered(seed):
+        return [(rel, mode, clip) for rel, mode, clip in dataset_clips(1, 16, 32, seed)]
+    a, b, c = rendered(3), rendered(3), rendered(4)
+    assert [x[:2] for x in a] == [x[:2] for x in b] and all(
+        np.array_equal(x[2], y[2]) for x, y in zip(a, b))
+    assert not all(np.array_equal(x[2], y[2]) for x, y in zip(a, c))
+    # balanced: one clip of every mode, in mode order
+    assert [mode for _, mode, _ in a] == list(range(N_MODES))
+    # what lands on disk: those clips (up to x264's noise) and their modes
+    root = write_dataset(tmp_path / "a", per_mode=1, n_frames=16, size=32, seed=3)
+    clips, modes = _decode_all(root)
+    assert modes.tolist() == list(range(N_MODES)) and clips.shape == (N_MODES, 3, 16, 32, 32)
+    exact = torch.stack([torch.from_numpy(x[2]).permute(3, 0, 1, 2) for x in a])
+    assert float((clips.float() - exact.float()).abs().mean()) < 5.0
+
+
+@pytest.mark.parametrize("size, per_mode", [(32, 2), (64, 1)])
+def test_the_classifier_reads_fresh_real_clips_of_every_mode(tmp_path, size, per_mode):
+    root = write_dataset(tmp_path, per_mode=per_mode, n_frames=16, size=size, seed=11)
+    clips, truth = _decode_all(root)
+    predicted = classify_modes(clips)
+    correct = predicted.mode == truth
+    assert float(correct.float().mean()) >= 0.99, predicted.reason_counts()
+    assert len(torch.unique(truth[correct])) >= N_MODES - 1  # every mode (one slip allowed)
+
+
+def _rendered(modes, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return torch.stack([torch.from_numpy(render_clip(m, 16, size, rng)).permute(3, 0, 1, 2)
+                        for m in modes])
+
+
+@pytest.mark.parametrize("corruption, reasons", [
+    ("noise", {"not one object"}),
+    ("two objects", {"not one object"}),
+    ("frozen", {"still"}),
+    ("flickering colour", {"colour changes", "off palette"}),
+    ("shuffled frames", {"still", "not a straight line"}),
+    ("empty", {"no object"}),
+])
+def test_corrupted_clips_are_invalid(corruption, reasons):
+    modes = list(range(0, N_MODES, 9))
+    clips = _rendered(modes)
+    assert bool((classify_modes(clips).mode == torch.tensor(modes)).all())  # intact: read
+    g = torch.Generator().manual_seed(0)
+    if corruption == "noise":
+        clips = torch.randint(0, 256, clips.shape, generator=g, dtype=torch.uint8)
+    elif corruption == "two objects":  # two clips side by side in a 32 x 64 frame
+        clips = torch.cat([clips, _rendered([(m + 37) % N_MODES for m in modes], seed=1)], -1)
+    elif corruption == "frozen":
+        clips = clips[:, :, :1].expand_as(clips).clone()
+    elif corruption == "flickering colour":  # every other frame with its channels rotated
+        odd = (torch.arange(16) % 2 == 1)[None, None, :, None, None]
+        clips = torch.where(odd, clips[:, [1, 2, 0]], clips)
+    elif corruption == "shuffled frames":
+        clips = clips[:, :, torch.randperm(16, generator=g)]
+    else:
+        clips = clips[:, :, :, :1, :1].expand_as(clips).clone()
+    predicted = classify_modes(clips)
+    assert bool((predicted.mode == -1).all())
+    assert {REASONS[r] for r in predicted.reason.tolist()} <= reasons, predicted.reason_counts()
+
+
+def test_scores_on_hand_made_sets():
+    every = mode_scores(torch.arange(N_MODES))
+    assert every["modes_covered"] == N_MODES and every["modes_kl"] == pytest.approx(0, abs=1e-12)
+    assert every["modes_valid"] == 1.0
+    assert (every["modes_shapes"], every["modes_colours"], every["modes_directions"]) == (4, 8, 4)
+    one = mode_scores(torch.full((50,), mode_id(2, 5, 1)))
+    assert one["modes_covered"] == 1 and one["modes_kl"] == pytest.approx(math.log(N_MODES))
+    assert (one["modes_shapes"], one["modes_colours"], one["modes_directions"]) == (1, 1, 1)
+    half = mode_scores(torch.cat([torch.arange(N_MODES), torch.full((N_MODES,), -1)]))
+    assert half["modes_valid"] == 0.5 and half["modes_kl"] == pytest.approx(0, abs=1e-12)
+    # KL(p || uniform) = sum p log(p K): two modes, 3:1
+    skew = mode_scores(torch.tensor([0, 0, 0, 1]))
+    assert skew["modes_kl"] == pytest.approx(0.75 * math.log(0.75 * 128) + 0.25 * math.log(32))
+    none = mode_scores(torch.full((4,), -1))
+    assert none["modes_valid"] == 0 and none["modes_kl"] == pytest.approx(math.log(N_MODES))
+
+
+# ------------------------------------------------------------------ configs, training, CLI
+MODES_CONFIGS = ["modes_st4", "modes_3d2d", "modes_memory", "modes_mocogan"]
+
+
+def _modes_config(name, root, out, *extra):
+    tiny = [o for o in TINY if not o.startswith("model.n_frames")]
+    return load_config(name, tiny + [f"data.root={root}", f"train.out_dir={out}",
+                                     "eval.sample_interval=0", "eval.n_samples=8",
+                                     "eval.batch_size=8", *extra])
+
+
+@pytest.mark.parametrize("name", MODES_CONFIGS)
+def test_modes_configs_train_three_iterations_and_log_the_scores(tmp_path, modes_root, name):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vidgan.train import Trainer
+    cfg = _modes_config(name, modes_root, tmp_path / "run", "train.iterations=3",
+                        "eval.interval=3")
+    assert cfg.data.dataset == "modes" and cfg.model.n_frames == 16
+    trainer = Trainer(cfg)
+    assert len(trainer.dataset) == N_MODES and trainer.c3d is None
+    trainer.run()
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {f"eval/modes_{k}" for k in ("covered", "kl", "valid", "shapes", "colours",
+                                        "directions")} <= tags
+    (valid,) = events.Scalars("eval/modes_valid")
+    assert valid.step == 3 and 0.0 <= valid.value <= 1.0
+
+
+def test_evaluate_cli_scores_a_checkpoint_and_real_clips(tmp_path, modes_root, capsys):
+    from vidgan.checkpoint import list_checkpoints
+    from vidgan.evaluate import main
+    from vidgan.train import Trainer
+    Trainer(_modes_config("modes_st4", modes_root, tmp_path / "run", "train.iterations=1")).run()
+    ckpt = list_checkpoints(tmp_path / "run")[-1]
+    out = tmp_path / "scores.json"
+    code = main(["--checkpoint", str(ckpt), "--metrics", "modes", "--n-samples", "16",
+                 "--device", "cpu", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads(out.read_text())
+    assert record["protocol"] == "modes" and record["c3d_weights"] is None
+    assert set(record["scores"]) == {"modes_covered", "modes_kl", "modes_valid", "modes_shapes",
+                                     "modes_colours", "modes_directions"}
+    # real clips of the data: every clip valid, and 128 draws cover most modes
+    code = main(["--real", "--config", "modes_st4", "--metrics", "modes", "--n-samples", "128",
+                 "--device", "cpu", "--out", str(out), f"data.root={modes_root}",
+                 "data.num_workers=0"])
+    assert code == 0, capsys.readouterr().err
+    scores = json.loads(out.read_text())["scores"]
+    assert scores["modes_valid"]["mean"] >= 0.99 and scores["modes_covered"]["mean"] >= 70
