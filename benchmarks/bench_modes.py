@@ -33,8 +33,8 @@ SCORES = ("modes_covered", "modes_kl", "modes_valid", "modes_shapes", "modes_col
 def _seconds_per_iteration(tb_dir: Path) -> float:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(tb_dir)).Reload()
-    rates = [e.value for e in events.Scalars("it_per_s")[1:]]  # the first includes start-up
-    return 1.0 / statistics.median(rates)
+    rates = [e.value for e in events.Scalars("it_per_s")]
+    return 1.0 / statistics.median(rates[1:] or rates)  # the first includes start-up
 
 
 def run_one(config: str, seed: int, args, threads: int) -> dict:
