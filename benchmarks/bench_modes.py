@@ -72,7 +72,9 @@ def table(results: list, configs: list) -> str:
         rows = [r for r in results if r["config"] == config]
         if not rows:
             continue
-        col = lambda k: [r[k] for r in rows]  # noqa: E731
+
+        def col(key):
+            return [r[key] for r in rows]
         factors = " / ".join(f"{statistics.mean(col(k)):.1f}"
                              for k in ("modes_shapes", "modes_colours", "modes_directions"))
         lines.append(f"| {config} | {len(rows)} | {cell(col('modes_covered'), 1)} | "

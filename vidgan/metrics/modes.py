@@ -179,7 +179,9 @@ def classify_modes(video: torch.Tensor) -> ModePredictions:
     hue_f, sat_f, val_f = _hsv(rgb.clamp(0, 255) / 255.0)
 
     # per clip
-    per = lambda x: x.view(b, t)  # noqa: E731
+    def per(x):  # (B*T,) -> (B, T)
+        return x.view(b, t)
+
     ok = per(single)
     good = ok.float()
     n_good = good.sum(1)
@@ -201,7 +203,10 @@ def classify_modes(video: torch.Tensor) -> ModePredictions:
     palette = torch.tensor(HUES, dtype=torch.float32, device=video.device)
     to_palette = _hue_distance(hue[:, None], palette[None])
     nearest, colour = to_palette.min(1)
-    mean_of = lambda x: (per(x) * good).sum(1) / n_good.clamp_min(1)  # noqa: E731
+
+    def mean_of(x):  # over the good frames of each clip
+        return (per(x) * good).sum(1) / n_good.clamp_min(1)
+
     colour_ok = (mean_of(sat_f) >= MIN_SATURATION) & (mean_of(val_f) >= MIN_VALUE) & \
         (nearest <= HUE_TOLERANCE)
     steady = ((_hue_distance(per(hue_f), hue[:, None]) * good).amax(1) <= HUE_TOLERANCE)
