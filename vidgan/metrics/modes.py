@@ -119,51 +119,73 @@ def _shape_of(fill: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     return shape
 
 
-@torch.no_grad()
-def classify_modes(video: torch.Tensor) -> ModePredictions:
-    """Classify uint8 clips (B, 3, T, H, W) into the modes of vidgan.data.modes."""
-    b, _, t, h, w = video.shape
-    frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, 3, h, w).float()  # (N, 3, H, W)
+def _foreground(frames: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) float frames -> (N, H, W) bool: differs from the border's median colour
+    by more than half the frame's peak difference (the edge of an object blurred by 4:2:0
+    chroma counts either way) and at least FOREGROUND."""
     border = torch.cat([frames[..., 0, :], frames[..., -1, :], frames[..., :, 0],
                         frames[..., :, -1]], dim=-1)  # (N, 3, 2H + 2W)
     background = border.median(-1).values
     diff = (frames - background[..., None, None]).abs().amax(1)  # (N, H, W)
-    # half the peak contrast: the edge of an object blurred by 4:2:0 chroma, either way
-    mask = diff > (0.5 * diff.amax((1, 2), keepdim=True)).clamp_min(FOREGROUND)
+    return diff > (0.5 * diff.amax((1, 2), keepdim=True)).clamp_min(FOREGROUND)
 
-    # Components on a grid of at most ~WORK_SIZE px (a cell is foreground if any pixel is),
-    # geometry and colour at full resolution inside the largest component's cells.
+
+def _largest_component(mask: torch.Tensor) -> torch.Tensor:
+    """The pixels of ``mask`` (N, H, W) in its largest 8-connected component, found on a grid
+    of about WORK_SIZE px (a cell is foreground if any of its pixels is)."""
+    n, h, w = mask.shape
     factor = max(min(h, w) // WORK_SIZE, 1)
     coarse = F.max_pool2d(mask[:, None].float(), factor)[:, 0] > 0 if factor > 1 else mask
     ch, cw = coarse.shape[-2:]
-    labels = _components(coarse).view(b * t, ch * cw)
-    sizes = torch.zeros(b * t, ch * cw + 1, device=video.device).scatter_add_(
+    labels = _components(coarse).view(n, ch * cw)
+    sizes = torch.zeros(n, ch * cw + 1, device=mask.device).scatter_add_(
         1, labels, torch.ones_like(labels, dtype=torch.float32))
     sizes[:, 0] = 0
     cells, main = sizes.max(1)
-    keep = (labels == main[:, None]).view(b * t, ch, cw) & (cells > 0)[:, None, None]
+    keep = (labels == main[:, None]).view(n, ch, cw) & (cells > 0)[:, None, None]
     if factor > 1:
         keep = F.interpolate(keep[:, None].float(), size=(h, w), mode="nearest")[:, 0] > 0
-    obj = mask & keep
-    area = obj.view(b * t, -1).sum(1).float()
-    total = mask.view(b * t, -1).sum(1).float()
+    return mask & keep
 
-    # geometry of the object in every frame
+
+def _geometry(obj: torch.Tensor):
+    """Centroid (cy, cx), fill of the bounding box, centroid offset below the box centre in
+    box heights, and the box's aspect ratio (>= 1) of (N, H, W) object masks."""
+    n, h, w = obj.shape
+    area = obj.view(n, -1).sum(1).float().clamp_min(1)
     rows, cols = obj.any(2), obj.any(1)  # (N, H), (N, W)
-    ys = torch.arange(h, device=video.device, dtype=torch.float32)
-    xs = torch.arange(w, device=video.device, dtype=torch.float32)
+    ys = torch.arange(h, device=obj.device, dtype=torch.float32)
+    xs = torch.arange(w, device=obj.device, dtype=torch.float32)
     top = torch.where(rows, ys, float(h)).amin(1)
     bottom = torch.where(rows, ys, -1.0).amax(1)
     left = torch.where(cols, xs, float(w)).amin(1)
     right = torch.where(cols, xs, -1.0).amax(1)
     box_h, box_w = (bottom - top + 1).clamp_min(1), (right - left + 1).clamp_min(1)
-    safe_area = area.clamp_min(1)
-    cy = (obj.sum(2).float() * ys).sum(1) / safe_area
-    cx = (obj.sum(1).float() * xs).sum(1) / safe_area
-    fill = area / (box_h * box_w)
+    cy = (obj.sum(2).float() * ys).sum(1) / area
+    cx = (obj.sum(1).float() * xs).sum(1) / area
     offset = (cy - (top + bottom) / 2) / box_h
-    aspect = torch.maximum(box_h / box_w, box_w / box_h)
+    return cy, cx, area / (box_h * box_w), offset, torch.maximum(box_h / box_w, box_w / box_h)
 
+
+def _object_colour(frames: torch.Tensor, obj: torch.Tensor):
+    """Hue, saturation, value of the mean colour inside the eroded object (its edges mix
+    with the background in 4:2:0 chroma); the whole object if erosion leaves < 3 pixels."""
+    inner = -F.max_pool2d(-obj[:, None].float(), 3, stride=1, padding=1)[:, 0]
+    inner = torch.where(inner.sum((1, 2), keepdim=True) >= 3, inner, obj.float())
+    rgb = (frames * inner[:, None]).sum((2, 3)) / inner.sum((1, 2)).clamp_min(1)[:, None]
+    return _hsv(rgb.clamp(0, 255) / 255.0)
+
+
+@torch.no_grad()
+def classify_modes(video: torch.Tensor) -> ModePredictions:
+    """Classify uint8 clips (B, 3, T, H, W) into the modes of vidgan.data.modes."""
+    b, _, t, h, w = video.shape
+    frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, 3, h, w).float()  # (N, 3, H, W)
+    mask = _foreground(frames)
+    obj = _largest_component(mask)
+    area = obj.view(b * t, -1).sum(1).float()
+    total = mask.view(b * t, -1).sum(1).float()
+    cy, cx, fill, offset, aspect = _geometry(obj)
     frac = area / (h * w)
     seen = frac >= AREA[0]
     single = seen & (frac <= AREA[1]) & (total - area <= STRAY * area)
@@ -172,11 +194,7 @@ def classify_modes(video: torch.Tensor) -> ModePredictions:
     shape_f = _shape_of(fill, offset)
     shape_f[aspect > ASPECT] = -1
 
-    # colour per frame: the eroded object (its edges mix with the background in 4:2:0 chroma)
-    inner = -F.max_pool2d(-obj[:, None].float(), 3, stride=1, padding=1)[:, 0]
-    inner = torch.where(inner.sum((1, 2), keepdim=True) >= 3, inner, obj.float())
-    rgb = (frames * inner[:, None]).sum((2, 3)) / inner.sum((1, 2)).clamp_min(1)[:, None]
-    hue_f, sat_f, val_f = _hsv(rgb.clamp(0, 255) / 255.0)
+    hue_f, sat_f, val_f = _object_colour(frames, obj)
 
     # per clip
     def per(x):  # (B*T,) -> (B, T)
