@@ -12,7 +12,7 @@ from tests.conftest import TINY
 from vidgan.config import load_config
 from vidgan.data.modes import (COLOURS, DIRECTIONS, N_MODES, SHAPES, dataset_clips, mode_factors,
                                mode_id, mode_name, render_clip, write_dataset)
-from vidgan.metrics.modes import REASONS, classify_modes, mode_scores
+from vidgan.metrics.modes import REASON_KEYS, REASONS, classify_modes, mode_scores
 
 
 def _decode_all(root):
@@ -119,6 +119,10 @@ def test_scores_on_hand_made_sets():
     assert skew["modes_kl"] == pytest.approx(0.75 * math.log(0.75 * 128) + 0.25 * math.log(32))
     none = mode_scores(torch.full((4,), -1))
     assert none["modes_valid"] == 0 and none["modes_kl"] == pytest.approx(math.log(N_MODES))
+    # with the reasons: the share of clips each test turned away
+    why = mode_scores(torch.tensor([3, -1, -1, -1]), reason=torch.tensor([0, 1, 1, 6]))
+    assert why["modes_invalid_no_object"] == 0.5 and why["modes_invalid_still"] == 0.25
+    assert why["modes_invalid_off_palette"] == 0.0
 
 
 # ------------------------------------------------------------------ configs, training, CLI
@@ -164,7 +168,10 @@ def test_evaluate_cli_scores_a_checkpoint_and_real_clips(tmp_path, modes_root, c
     record = json.loads(out.read_text())
     assert record["protocol"] == "modes" and record["c3d_weights"] is None
     assert set(record["scores"]) == {"modes_covered", "modes_kl", "modes_valid", "modes_shapes",
-                                     "modes_colours", "modes_directions"}
+                                     "modes_colours", "modes_directions"} | {
+        f"modes_invalid_{k}" for k in REASON_KEYS[1:]}
+    shares = [record["scores"][f"modes_invalid_{k}"]["mean"] for k in REASON_KEYS[1:]]
+    assert sum(shares) + record["scores"]["modes_valid"]["mean"] == pytest.approx(1.0)
     # real clips of the data: every clip valid, and 128 draws cover most modes
     code = main(["--real", "--config", "modes_st4", "--metrics", "modes", "--n-samples", "128",
                  "--device", "cpu", "--out", str(out), f"data.root={modes_root}",

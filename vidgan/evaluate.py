@@ -154,7 +154,7 @@ def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequ
     if use_c3d and c3d is None:
         raise ValueError(f"metrics {list(metrics)} need the C3D classifier; only 'modes' "
                          f"works without it")
-    features, logits, modes = [], [], []
+    features, logits, modes, reasons = [], [], [], []
     with torch.inference_mode():
         for x in clips:
             if use_c3d:
@@ -162,7 +162,9 @@ def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequ
                 features.append(f.cpu())
                 logits.append(y.cpu())
             if "modes" in metrics:
-                modes.append(classify_modes(to_uint8(x)).mode)
+                predicted = classify_modes(to_uint8(x))
+                modes.append(predicted.mode)
+                reasons.append(predicted.reason)
             if progress is not None:
                 progress.update(len(x))
     out = {}
@@ -170,7 +172,7 @@ def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequ
         out.update(compute_scores(torch.cat(features).numpy(), torch.cat(logits).numpy(),
                                   metrics, real_stats, splits))
     if "modes" in metrics:
-        out.update(mode_scores(torch.cat(modes)))
+        out.update(mode_scores(torch.cat(modes), reason=torch.cat(reasons)))
     return out
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch.nn import functional as F
@@ -47,6 +47,8 @@ MIN_SPEED, CROSS_SPEED, MAX_JUMP = 0.006, 0.35, 0.06  # fractions of the frame s
 
 REASONS = ("valid", "no object", "not one object", "no known shape", "off palette",
            "colour changes", "still", "not a straight line")
+REASON_KEYS = ("valid", "no_object", "not_one_object", "no_known_shape", "off_palette",
+               "colour_changes", "still", "not_straight")  # as score names
 
 
 @dataclass
@@ -254,11 +256,14 @@ def classify_modes(video: torch.Tensor) -> ModePredictions:
     return ModePredictions(mode.cpu(), shape.cpu(), colour.cpu(), direction.cpu(), reason.cpu())
 
 
-def mode_scores(mode: torch.Tensor, n_modes: int = N_MODES) -> Dict[str, float]:
+def mode_scores(mode: torch.Tensor, n_modes: int = N_MODES,
+                reason: Optional[torch.Tensor] = None) -> Dict[str, float]:
     """Scores of clips' mode ids (-1 = invalid): modes covered (of n_modes), KL(p_gen ||
     uniform) over the valid clips, the fraction valid, and how many shapes, colours and
     directions the valid clips cover. With no valid clip the KL is log(n_modes), its value
-    for a single mode (its maximum)."""
+    for a single mode (its maximum). With the classifier's ``reason`` codes, also the
+    fraction of clips invalid for each reason (modes_invalid_no_object, ...): what the
+    generator still gets wrong."""
     mode = mode.long()
     valid = mode >= 0
     counts = torch.bincount(mode[valid], minlength=n_modes).double()
@@ -271,8 +276,13 @@ def mode_scores(mode: torch.Tensor, n_modes: int = N_MODES) -> Dict[str, float]:
     factors = torch.stack([mode[valid] // (len(HUES) * len(DIRECTIONS)),
                            mode[valid] // len(DIRECTIONS) % len(HUES),
                            mode[valid] % len(DIRECTIONS)])
-    return {"modes_covered": float((counts > 0).sum()), "modes_kl": kl,
-            "modes_valid": float(valid.double().mean()) if len(mode) else 0.0,
-            "modes_shapes": float(len(torch.unique(factors[0]))),
-            "modes_colours": float(len(torch.unique(factors[1]))),
-            "modes_directions": float(len(torch.unique(factors[2])))}
+    out = {"modes_covered": float((counts > 0).sum()), "modes_kl": kl,
+           "modes_valid": float(valid.double().mean()) if len(mode) else 0.0,
+           "modes_shapes": float(len(torch.unique(factors[0]))),
+           "modes_colours": float(len(torch.unique(factors[1]))),
+           "modes_directions": float(len(torch.unique(factors[2])))}
+    if reason is not None:
+        share = torch.bincount(reason.long(), minlength=len(REASONS)).double() / max(len(reason), 1)
+        out.update({f"modes_invalid_{key}": float(f)
+                    for key, f in zip(REASON_KEYS[1:], share[1:])})
+    return out
