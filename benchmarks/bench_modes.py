@@ -58,7 +58,17 @@ def run_one(config: str, seed: int, args, threads: int) -> dict:
     return {"config": config, "seed": seed, "iterations": args.iterations,
             "n_samples": args.n_samples, "overrides": args.overrides,
             "s_per_it": _seconds_per_iteration(run / "tb"),
-            **{k: record[k]["mean"] for k in SCORES}}
+            **{k: v["mean"] for k, v in record.items() if k.startswith("modes_")}}
+
+
+def _top_reason(rows: list) -> str:
+    """The test that turns away most clips, with its mean share over the seeds."""
+    keys = [k for k in rows[0] if k.startswith("modes_invalid_")]
+    if not keys or not all(k in r for r in rows for k in keys):
+        return "-"
+    share = {k: statistics.mean(r[k] for r in rows) for k in keys}
+    top = max(share, key=share.get)
+    return f"{top[len('modes_invalid_'):].replace('_', ' ')} ({share[top]:.2f})"
 
 
 def table(results: list, configs: list) -> str:
@@ -67,7 +77,8 @@ def table(results: list, configs: list) -> str:
             return f"{values[0]:.{digits}f}"
         return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
     lines = ["| config | seeds | modes covered (of 128) | KL(p_gen ‖ U) | fraction valid | "
-             "shapes / colours / directions | s/it |", "|---|---|---|---|---|---|---|"]
+             "shapes / colours / directions | most clips invalid for | s/it |",
+             "|---|---|---|---|---|---|---|---|"]
     for config in configs:
         rows = [r for r in results if r["config"] == config]
         if not rows:
@@ -79,7 +90,7 @@ def table(results: list, configs: list) -> str:
                              for k in ("modes_shapes", "modes_colours", "modes_directions"))
         lines.append(f"| {config} | {len(rows)} | {cell(col('modes_covered'), 1)} | "
                      f"{cell(col('modes_kl'), 3)} | {cell(col('modes_valid'), 3)} | {factors} | "
-                     f"{cell(col('s_per_it'), 3)} |")
+                     f"{_top_reason(rows)} | {cell(col('s_per_it'), 3)} |")
     return "\n".join(lines)
 
 
