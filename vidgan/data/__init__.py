@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -37,22 +37,14 @@ def list_videos(cfg: Config, subset: str) -> VideoList:
         raise DataError(f"data.root='{d.root}' is a file; data.dataset={d.dataset} expects a "
                         f"directory")
     if d.dataset == "synthetic":
-        from vidgan.data.synthetic import ensure_dataset
-        try:
-            ensure_dataset(d.root, per_class=d.synthetic_videos_per_class,
-                           n_frames=d.synthetic_frames, size=m.resolution, seed=cfg.train.seed)
-        except OSError as err:
-            raise DataError(f"data.root='{d.root}': cannot write the synthetic dataset there "
-                            f"({err})") from None
+        from vidgan.data.synthetic import write_dataset
+        _write_if_missing(d.root, d.dataset, write_dataset, per_class=d.synthetic_videos_per_class,
+                          n_frames=d.synthetic_frames, size=m.resolution, seed=cfg.train.seed)
         return list_folder(d.root)
     if d.dataset == "modes":
-        from vidgan.data.modes import ensure_dataset as ensure_modes
-        try:
-            ensure_modes(d.root, per_mode=d.synthetic_videos_per_class,
-                         n_frames=d.synthetic_frames, size=m.resolution)
-        except OSError as err:
-            raise DataError(f"data.root='{d.root}': cannot write the modes dataset there "
-                            f"({err})") from None
+        from vidgan.data.modes import write_dataset
+        _write_if_missing(d.root, d.dataset, write_dataset, per_mode=d.synthetic_videos_per_class,
+                          n_frames=d.synthetic_frames, size=m.resolution)
         return list_folder(d.root)
     if d.dataset == "folder":
         return list_folder(d.root)
@@ -61,6 +53,18 @@ def list_videos(cfg: Config, subset: str) -> VideoList:
     if d.dataset == "faceforensics":
         return list_faceforensics(d.root, subset)
     raise DataError(f"data.dataset='{d.dataset}' has no reader")
+
+
+def _write_if_missing(root: str, kind: str, write: Callable[..., Path], **kwargs) -> None:
+    """Write a generated dataset (``write`` leaves ``root/COMPLETE`` last) unless a complete
+    one is already at ``root``; a failed write is a DataError naming data.root."""
+    if (Path(root) / "COMPLETE").is_file():
+        return
+    try:
+        write(root, **kwargs)
+    except OSError as err:
+        raise DataError(f"data.root='{root}': cannot write the {kind} dataset there "
+                        f"({err})") from None
 
 
 def manifest_path(cfg: Config) -> Path:

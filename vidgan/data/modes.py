@@ -43,15 +43,15 @@ BACKGROUND = (0.0, 40.0)  # grey level of the background, 0..255
 DATA_SEED = 0
 
 
-def mode_id(shape: int, colour: int, direction: int) -> int:
+def mode_id(shape, colour, direction):
+    """(shape, colour, direction) -> mode id; ints or integer tensors alike."""
     return (shape * len(HUES) + colour) * len(DIRECTIONS) + direction
 
 
-def mode_factors(mode: int) -> Tuple[int, int, int]:
-    """mode id -> (shape, colour, direction)."""
-    rest, direction = divmod(mode, len(DIRECTIONS))
-    shape, colour = divmod(rest, len(HUES))
-    return shape, colour, direction
+def mode_factors(mode) -> Tuple:
+    """mode id -> (shape, colour, direction); an int or an integer tensor."""
+    rest, direction = mode // len(DIRECTIONS), mode % len(DIRECTIONS)
+    return rest // len(HUES), rest % len(HUES), direction
 
 
 def mode_name(mode: int) -> str:
@@ -127,10 +127,3 @@ def write_dataset(root: str | Path, per_mode: int = 8, n_frames: int = 16, size:
     (root / "COMPLETE").write_text(f"{per_mode} clips per mode, {n_frames} frames, {size}px\n")
     return root
 
-
-def ensure_dataset(root: str | Path, **kwargs) -> Path:
-    """Write the dataset unless a complete one is already at ``root``."""
-    root = Path(root)
-    if not (root / "COMPLETE").is_file():
-        write_dataset(root, **kwargs)
-    return root

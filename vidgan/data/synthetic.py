@@ -58,10 +58,3 @@ def write_dataset(root: str | Path, per_class: int = 64, n_frames: int = 32, siz
     (root / "COMPLETE").write_text(f"{per_class} clips per class, {n_frames} frames, {size}px\n")
     return root
 
-
-def ensure_dataset(root: str | Path, **kwargs) -> Path:
-    """Write the dataset unless a complete one is already at ``root``."""
-    root = Path(root)
-    if not (root / "COMPLETE").is_file():
-        write_dataset(root, **kwargs)
-    return root

@@ -29,7 +29,7 @@ from typing import Dict, Optional
 import torch
 from torch.nn import functional as F
 
-from vidgan.data.modes import DIRECTIONS, HUES, N_MODES
+from vidgan.data.modes import HUES, N_MODES, mode_factors, mode_id
 
 WORK_SIZE = 32  # objects are found on a grid of about this size
 FOREGROUND = 40.0  # 0..255, the least contrast of foreground; objects: >= 177 over the background
@@ -252,7 +252,7 @@ def classify_modes(video: torch.Tensor) -> ModePredictions:
     shape = torch.where(valid | (reason > REASONS.index("no known shape")), shape, invalid)
     colour = torch.where(valid | (reason > REASONS.index("colour changes")), colour, invalid)
     direction = torch.where(valid, direction, invalid)
-    mode = torch.where(valid, (shape * len(HUES) + colour) * len(DIRECTIONS) + direction, invalid)
+    mode = torch.where(valid, mode_id(shape, colour, direction), invalid)
     return ModePredictions(mode.cpu(), shape.cpu(), colour.cpu(), direction.cpu(), reason.cpu())
 
 
@@ -273,14 +273,12 @@ def mode_scores(mode: torch.Tensor, n_modes: int = N_MODES,
         kl = float((p * torch.log(p * n_modes)).sum())
     else:
         kl = math.log(n_modes)
-    factors = torch.stack([mode[valid] // (len(HUES) * len(DIRECTIONS)),
-                           mode[valid] // len(DIRECTIONS) % len(HUES),
-                           mode[valid] % len(DIRECTIONS)])
+    shapes, colours, directions = mode_factors(mode[valid])
     out = {"modes_covered": float((counts > 0).sum()), "modes_kl": kl,
            "modes_valid": float(valid.double().mean()) if len(mode) else 0.0,
-           "modes_shapes": float(len(torch.unique(factors[0]))),
-           "modes_colours": float(len(torch.unique(factors[1]))),
-           "modes_directions": float(len(torch.unique(factors[2])))}
+           "modes_shapes": float(len(torch.unique(shapes))),
+           "modes_colours": float(len(torch.unique(colours))),
+           "modes_directions": float(len(torch.unique(directions)))}
     if reason is not None:
         share = torch.bincount(reason.long(), minlength=len(REASONS)).double() / max(len(reason), 1)
         out.update({f"modes_invalid_{key}": float(f)
