@@ -55,20 +55,23 @@ def is_pinned(path: Path) -> bool:
     return path.name.endswith(".keep.pt")
 
 
-def list_checkpoints(out_dir: str | Path) -> List[Path]:
-    """The checkpoints ``--resume`` may pick (pinned ones included), oldest step first."""
+def _named(out_dir: str | Path, pattern: re.Pattern) -> List[Path]:
+    """Files in ``checkpoints/`` whose name matches ``pattern``, oldest step first."""
     d = checkpoint_dir(out_dir)
     if not d.is_dir():
         return []
-    return sorted((p for p in d.iterdir() if _NAME.match(p.name) and p.is_file()),
+    return sorted((p for p in d.iterdir() if pattern.match(p.name) and p.is_file()),
                   key=lambda p: (checkpoint_step(p), p.name))
 
 
+def list_checkpoints(out_dir: str | Path) -> List[Path]:
+    """The checkpoints ``--resume`` may pick (pinned ones included), oldest step first."""
+    return _named(out_dir, _NAME)
+
+
 def list_diverged(out_dir: str | Path) -> List[Path]:
-    d = checkpoint_dir(out_dir)
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.iterdir() if _DIVERGED.match(p.name) and p.is_file())
+    """Diverged states (``--resume`` skips them), oldest step first."""
+    return _named(out_dir, _DIVERGED)
 
 
 def latest_checkpoint(out_dir: str | Path) -> Optional[Path]:
