@@ -154,23 +154,26 @@ def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequ
     if use_c3d and c3d is None:
         raise ValueError(f"metrics {list(metrics)} need the C3D classifier; only 'modes' "
                          f"works without it")
-    features, logits, modes, reasons = [], [], [], []
-    with torch.inference_mode():
-        for x in clips:
-            if use_c3d:
-                f, y = c3d.extract(x.to(device, non_blocking=True))
-                features.append(f.cpu())
-                logits.append(y.cpu())
+    modes, reasons = [], []
+
+    def read_modes(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Pass the clips on, classifying each batch into modes on the way."""
+        for x in batches:
             if "modes" in metrics:
                 predicted = classify_modes(to_uint8(x))
                 modes.append(predicted.mode)
                 reasons.append(predicted.reason)
-            if progress is not None:
-                progress.update(len(x))
+            yield x
+
     out = {}
-    if use_c3d:
-        out.update(compute_scores(torch.cat(features).numpy(), torch.cat(logits).numpy(),
-                                  metrics, real_stats, splits))
+    if use_c3d:  # one pass: C3D reads the clips the mode classifier has just seen
+        out.update(compute_scores(*classify(c3d, read_modes(clips), device, progress), metrics,
+                                  real_stats, splits))
+    else:
+        with torch.inference_mode():
+            for x in read_modes(clips):
+                if progress is not None:
+                    progress.update(len(x))
     if "modes" in metrics:
         out.update(mode_scores(torch.cat(modes), reason=torch.cat(reasons)))
     return out
