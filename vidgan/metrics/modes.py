@@ -1,9 +1,8 @@
 """Mode coverage on the modes dataset (vidgan.data.modes): an analytic classifier of clips
 into the 128 known modes, and the scores of a set of generated clips.
 
-No learned weights. Per frame: the background is the median of the border pixels; the foreground mask holds the pixels that differ from it in some channel by more
-than half the frame's largest difference (and FOREGROUND); its 8-connected components are found by max-pool label propagation on a grid of about
-32 px; the largest is the object. Per clip:
+No learned weights. Every frame's object is measured by vidgan.metrics.objects (foreground
+against the border's median colour, its largest 8-connected component). Per clip:
 
 - object: in all but at most one frame a single component holds the foreground (others add
   <= 10% of its area) and covers 2-20% of the frame (the data's objects: 5-13%);
@@ -27,14 +26,11 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
-from torch.nn import functional as F
 
 from vidgan.data.modes import HUES, N_MODES, mode_factors, mode_id
+from vidgan.metrics.objects import hsv, measure_objects
 
-WORK_SIZE = 32  # objects are found on a grid of about this size
-FOREGROUND = 40.0  # 0..255, the least contrast of foreground; objects: >= 177 over the background
 AREA = (0.02, 0.20)  # object area as a fraction of the frame
-STRAY = 0.10  # foreground outside the object, as a fraction of its area
 # Lower bounds of the fill classes and the triangle's centroid offset (in box heights), set
 # between the clip medians measured on mp4 clips at 32 px (disc 0.72-0.85, square >= 0.94,
 # triangle and diamond 0.50-0.68; offset triangle >= 0.11, diamond <= 0.035).
@@ -66,33 +62,6 @@ class ModePredictions:
         return {name: int(n) for name, n in zip(REASONS, counts)}
 
 
-def _components(mask: torch.Tensor) -> torch.Tensor:
-    """8-connected component labels of (N, H, W) bool masks (0 = background), by propagating
-    the largest pixel index through each component with 3x3 max-pooling until it is stable."""
-    n, h, w = mask.shape
-    index = torch.arange(1, h * w + 1, dtype=torch.float32, device=mask.device).view(1, 1, h, w)
-    m = mask[:, None].float()
-    labels = index * m
-    for i in range(h + w):  # a component's diameter bounds the rounds it needs
-        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * m
-        if i % 4 == 3 and torch.equal(grown, labels):
-            break
-        labels = grown
-    return labels[:, 0].long()
-
-
-def _hsv(rgb: torch.Tensor):
-    """(..., 3) in [0, 1] -> hue in degrees [0, 360), saturation, value."""
-    value, arg = rgb.max(-1)
-    low = rgb.min(-1).values
-    delta = value - low
-    r, g, b = rgb.unbind(-1)
-    safe = delta.clamp_min(1e-6)
-    hue = torch.where(arg == 0, ((g - b) / safe) % 6,
-                      torch.where(arg == 1, (b - r) / safe + 2, (r - g) / safe + 4)) * 60.0
-    return hue % 360.0, delta / value.clamp_min(1e-6), value
-
-
 def _hue_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     d = (a - b).abs() % 360.0
     return torch.minimum(d, 360.0 - d)
@@ -121,103 +90,35 @@ def _shape_of(fill: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     return shape
 
 
-def _foreground(frames: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) float frames -> (N, H, W) bool: differs from the border's median colour
-    by more than half the frame's peak difference (the edge of an object blurred by 4:2:0
-    chroma counts either way) and at least FOREGROUND."""
-    border = torch.cat([frames[..., 0, :], frames[..., -1, :], frames[..., :, 0],
-                        frames[..., :, -1]], dim=-1)  # (N, 3, 2H + 2W)
-    background = border.median(-1).values
-    diff = (frames - background[..., None, None]).abs().amax(1)  # (N, H, W)
-    return diff > (0.5 * diff.amax((1, 2), keepdim=True)).clamp_min(FOREGROUND)
-
-
-def _largest_component(mask: torch.Tensor) -> torch.Tensor:
-    """The pixels of ``mask`` (N, H, W) in its largest 8-connected component, found on a grid
-    of about WORK_SIZE px (a cell is foreground if any of its pixels is)."""
-    n, h, w = mask.shape
-    factor = max(min(h, w) // WORK_SIZE, 1)
-    coarse = F.max_pool2d(mask[:, None].float(), factor)[:, 0] > 0 if factor > 1 else mask
-    ch, cw = coarse.shape[-2:]
-    labels = _components(coarse).view(n, ch * cw)
-    sizes = torch.zeros(n, ch * cw + 1, device=mask.device).scatter_add_(
-        1, labels, torch.ones_like(labels, dtype=torch.float32))
-    sizes[:, 0] = 0
-    cells, main = sizes.max(1)
-    keep = (labels == main[:, None]).view(n, ch, cw) & (cells > 0)[:, None, None]
-    if factor > 1:
-        keep = F.interpolate(keep[:, None].float(), size=(h, w), mode="nearest")[:, 0] > 0
-    return mask & keep
-
-
-def _geometry(obj: torch.Tensor):
-    """Centroid (cy, cx), fill of the bounding box, centroid offset below the box centre in
-    box heights, and the box's aspect ratio (>= 1) of (N, H, W) object masks."""
-    n, h, w = obj.shape
-    area = obj.view(n, -1).sum(1).float().clamp_min(1)
-    rows, cols = obj.any(2), obj.any(1)  # (N, H), (N, W)
-    ys = torch.arange(h, device=obj.device, dtype=torch.float32)
-    xs = torch.arange(w, device=obj.device, dtype=torch.float32)
-    top = torch.where(rows, ys, float(h)).amin(1)
-    bottom = torch.where(rows, ys, -1.0).amax(1)
-    left = torch.where(cols, xs, float(w)).amin(1)
-    right = torch.where(cols, xs, -1.0).amax(1)
-    box_h, box_w = (bottom - top + 1).clamp_min(1), (right - left + 1).clamp_min(1)
-    cy = (obj.sum(2).float() * ys).sum(1) / area
-    cx = (obj.sum(1).float() * xs).sum(1) / area
-    offset = (cy - (top + bottom) / 2) / box_h
-    return cy, cx, area / (box_h * box_w), offset, torch.maximum(box_h / box_w, box_w / box_h)
-
-
-def _object_colour(frames: torch.Tensor, obj: torch.Tensor):
-    """Hue, saturation, value of the mean colour inside the eroded object (its edges mix
-    with the background in 4:2:0 chroma); the whole object if erosion leaves < 3 pixels."""
-    inner = -F.max_pool2d(-obj[:, None].float(), 3, stride=1, padding=1)[:, 0]
-    inner = torch.where(inner.sum((1, 2), keepdim=True) >= 3, inner, obj.float())
-    rgb = (frames * inner[:, None]).sum((2, 3)) / inner.sum((1, 2)).clamp_min(1)[:, None]
-    return _hsv(rgb.clamp(0, 255) / 255.0)
-
-
 @torch.no_grad()
 def classify_modes(video: torch.Tensor) -> ModePredictions:
     """Classify uint8 clips (B, 3, T, H, W) into the modes of vidgan.data.modes."""
     b, _, t, h, w = video.shape
-    frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, 3, h, w).float()  # (N, 3, H, W)
-    mask = _foreground(frames)
-    obj = _largest_component(mask)
-    area = obj.view(b * t, -1).sum(1).float()
-    total = mask.view(b * t, -1).sum(1).float()
-    cy, cx, fill, offset, aspect = _geometry(obj)
-    frac = area / (h * w)
-    seen = frac >= AREA[0]
-    single = seen & (frac <= AREA[1]) & (total - area <= STRAY * area)
+    obj = measure_objects(video)
+    seen = obj.area >= AREA[0]
+    ok = seen & (obj.area <= AREA[1]) & obj.alone
 
     # shape per frame: 0 disc, 1 square, 2 triangle, 3 diamond, -1 none
-    shape_f = _shape_of(fill, offset)
-    shape_f[aspect > ASPECT] = -1
+    shape_f = _shape_of(obj.fill, obj.offset)
+    shape_f[obj.aspect > ASPECT] = -1
 
-    hue_f, sat_f, val_f = _object_colour(frames, obj)
+    hue_f, sat_f, val_f = hsv(obj.rgb / 255.0)
 
-    # per clip
-    def per(x):  # (B*T,) -> (B, T)
-        return x.view(b, t)
-
-    ok = per(single)
     good = ok.float()
     n_good = good.sum(1)
     enough = n_good >= t - 1
-    has_object = per(seen).float().sum(1) >= t - 1
+    has_object = seen.float().sum(1) >= t - 1
 
     # the clip's shape from the median fill and offset over its good frames (a single frame
     # at 32 px is +-1 px in its box: disc fills 0.64-0.94 of it, the clip median 0.72-0.85)
     nan = torch.tensor(float("nan"), device=video.device)
-    shape = _shape_of(torch.where(ok, per(fill), nan).nanmedian(1).values,
-                      torch.where(ok, per(offset), nan).nanmedian(1).values)
-    agree = ((per(shape_f) == shape[:, None]) & ok).sum(1)
+    shape = _shape_of(torch.where(ok, obj.fill, nan).nanmedian(1).values,
+                      torch.where(ok, obj.offset, nan).nanmedian(1).values)
+    agree = ((shape_f == shape[:, None]) & ok).sum(1)
     shape_ok = (shape >= 0) & (agree >= SHAPE_AGREEMENT * n_good.clamp_min(1))
 
     # the clip's hue: circular mean over its good frames
-    rad = per(hue_f) * (math.pi / 180)
+    rad = hue_f * (math.pi / 180)
     hue = torch.atan2((torch.sin(rad) * good).sum(1), (torch.cos(rad) * good).sum(1))
     hue = (hue * (180 / math.pi)) % 360.0
     palette = torch.tensor(HUES, dtype=torch.float32, device=video.device)
@@ -225,15 +126,15 @@ def classify_modes(video: torch.Tensor) -> ModePredictions:
     nearest, colour = to_palette.min(1)
 
     def mean_of(x):  # over the good frames of each clip
-        return (per(x) * good).sum(1) / n_good.clamp_min(1)
+        return (x * good).sum(1) / n_good.clamp_min(1)
 
     colour_ok = (mean_of(sat_f) >= MIN_SATURATION) & (mean_of(val_f) >= MIN_VALUE) & \
         (nearest <= HUE_TOLERANCE)
-    steady = ((_hue_distance(per(hue_f), hue[:, None]) * good).amax(1) <= HUE_TOLERANCE)
+    steady = ((_hue_distance(hue_f, hue[:, None]) * good).amax(1) <= HUE_TOLERANCE)
 
     size = float(max(h, w))
-    vx, jump_x = _weighted_line(per(cx), good)
-    vy, jump_y = _weighted_line(per(cy), good)
+    vx, jump_x = _weighted_line(obj.cx, good)
+    vy, jump_y = _weighted_line(obj.cy, good)
     major = torch.maximum(vx.abs(), vy.abs())
     minor = torch.minimum(vx.abs(), vy.abs())
     moving = major >= MIN_SPEED * size
