@@ -176,7 +176,10 @@ CHOICES = {
 }
 
 C3D_METRICS = ("is", "fid", "ddm")  # need the C3D weights
-METRICS = C3D_METRICS + ("modes",)  # modes: vidgan.metrics.modes, for data.dataset=modes
+# Weight-free metrics of the generated datasets: modes (vidgan.metrics.modes) for
+# data.dataset=modes, synthetic (vidgan.metrics.synthetic) for the demo's data.dataset=synthetic.
+ANALYTIC_METRICS = ("modes", "synthetic")
+METRICS = C3D_METRICS + ANALYTIC_METRICS
 
 
 def resolve_config_path(name_or_path: str) -> Path:

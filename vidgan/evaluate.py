@@ -31,12 +31,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vidgan.checkpoint import CheckpointError, load_generator
-from vidgan.config import (C3D_METRICS, METRICS, Config, ConfigError, config_from_dict,
+from vidgan.config import (ANALYTIC_METRICS, C3D_METRICS, METRICS, Config, ConfigError, config_from_dict,
                            load_config, to_dict)
 from vidgan.device import resolve_device
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
 from vidgan.metrics.c3d import N_FRAMES
 from vidgan.metrics.modes import classify_modes, mode_scores
+from vidgan.metrics.synthetic import SyntheticReading, read_synthetic, synthetic_scores
 from vidgan.metrics.stats import mean_cov
 from vidgan.video_io import to_uint8
 
@@ -61,6 +62,8 @@ PROTOCOLS = {
     "tgan": Protocol(n_samples=10_000, repeats=4),
     # mode coverage on the modes dataset (vidgan.metrics.modes): 20K clips for 128 modes
     "modes": Protocol(n_samples=20_000, repeats=1),
+    # the demo's samples (vidgan.metrics.synthetic): issue 17 measures 256 clips
+    "synthetic": Protocol(n_samples=256, repeats=1),
 }
 
 
@@ -71,6 +74,9 @@ class RealStats:
     mu: Optional[np.ndarray] = None  # (4096,) float64
     cov: Optional[np.ndarray] = None  # (4096, 4096) float64
     test_logits: Optional[np.ndarray] = None  # (N_test, 101) float32
+    # the synthetic metric's scores of real training clips: its colour spread and motion
+    # are reported as ratios to these
+    synthetic: Optional[Dict[str, float]] = None
 
 
 # ------------------------------------------------------------------ clips -> scores
@@ -152,30 +158,38 @@ def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequ
     check_metrics(metrics, real_stats)
     use_c3d = any(m in C3D_METRICS for m in metrics)
     if use_c3d and c3d is None:
-        raise ValueError(f"metrics {list(metrics)} need the C3D classifier; only 'modes' "
-                         f"works without it")
-    modes, reasons = [], []
+        raise ValueError(f"metrics {list(metrics)} need the C3D classifier; only "
+                         f"{' and '.join(ANALYTIC_METRICS)} work without it")
+    modes, reasons, readings = [], [], []
 
-    def read_modes(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """Pass the clips on, classifying each batch into modes on the way."""
+    def read_analytic(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Pass the clips on, reading each batch with the analytic classifiers on the way."""
         for x in batches:
-            if "modes" in metrics:
-                predicted = classify_modes(to_uint8(x))
-                modes.append(predicted.mode)
-                reasons.append(predicted.reason)
+            if "modes" in metrics or "synthetic" in metrics:
+                video = to_uint8(x)
+                if "modes" in metrics:
+                    predicted = classify_modes(video)
+                    modes.append(predicted.mode)
+                    reasons.append(predicted.reason)
+                if "synthetic" in metrics:
+                    readings.append(read_synthetic(video))
             yield x
 
     out = {}
-    if use_c3d:  # one pass: C3D reads the clips the mode classifier has just seen
-        out.update(compute_scores(*classify(c3d, read_modes(clips), device, progress), metrics,
-                                  real_stats, splits))
+    if use_c3d:  # one pass: C3D reads the clips the analytic classifiers have just seen
+        out.update(compute_scores(*classify(c3d, read_analytic(clips), device, progress),
+                                  metrics, real_stats, splits))
     else:
         with torch.inference_mode():
-            for x in read_modes(clips):
+            for x in read_analytic(clips):
                 if progress is not None:
                     progress.update(len(x))
     if "modes" in metrics:
         out.update(mode_scores(torch.cat(modes), reason=torch.cat(reasons)))
+    if "synthetic" in metrics:
+        reading = SyntheticReading(*(torch.cat(part) for part in zip(
+            *((r.coherent, r.label, r.colour, r.step) for r in readings))))
+        out.update(synthetic_scores(reading, real_stats.synthetic if real_stats else None))
     return out
 
 
@@ -216,15 +230,15 @@ def run_protocol(make_clips: Callable[[int], Iterable[torch.Tensor]], c3d: Optio
 
 
 # ------------------------------------------------------------------ real data
-def _eval_config(cfg: Config) -> Config:
-    """The config with 16-frame clips: C3D always sees 16 frames."""
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_frames=N_FRAMES))
+def _eval_config(cfg: Config, n_frames: int = N_FRAMES) -> Config:
+    """The config with ``n_frames``-frame clips: C3D always sees 16 frames."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_frames=n_frames))
 
 
-def eval_dataset(cfg: Config, split: str):
-    """16-frame real clips of ``split``, centre-cropped and never flipped (augment=False)."""
+def eval_dataset(cfg: Config, split: str, n_frames: int = N_FRAMES):
+    """Real clips of ``split`` (16 frames for C3D), centre-cropped and never flipped."""
     from vidgan.data import build_dataset
-    return build_dataset(_eval_config(cfg), split, augment=False, progress=False)
+    return build_dataset(_eval_config(cfg, n_frames), split, augment=False, progress=False)
 
 
 def real_clips(dataset, keys: Sequence, batch_size: int,
@@ -305,17 +319,38 @@ def split_statistics(cfg: Config, c3d: C3D, split: str, *, device: torch.device 
     return {"mu": mu, "cov": cov if cov.size else None, "logits": logits, "path": path}
 
 
-def load_real_stats(cfg: Config, c3d: C3D, metrics: Sequence[str], *,
+def eval_frames(cfg: Config, metrics: Sequence[str]) -> int:
+    """Frames per scored clip: C3D sees 16 whatever the training length; the analytic
+    metrics alone read clips of the training length, what the samples show."""
+    return N_FRAMES if any(m in C3D_METRICS for m in metrics) else cfg.model.n_frames
+
+
+def synthetic_reference(cfg: Config, n_frames: int, n_clips: int = 256,
+                        batch_size: int = 32) -> Dict[str, float]:
+    """The synthetic metric's scores of ``n_clips`` random real training clips of
+    ``n_frames`` frames (centre-cropped, never flipped): what generated clips are held to."""
+    dataset = eval_dataset(cfg, "train", n_frames)
+    keys = random_real_keys(len(dataset), n_clips, seed=0)
+    return score_clips(real_clips(dataset, keys, batch_size), None, ["synthetic"],
+                       torch.device("cpu"))
+
+
+def load_real_stats(cfg: Config, c3d: Optional[C3D], metrics: Sequence[str], *,
                     device: torch.device | str, batch_size: Optional[int] = None,
                     n_clips: Optional[int] = None, stats_dir: Optional[str | Path] = None,
                     progress: bool = False) -> Optional[RealStats]:
     """Real statistics for ``metrics`` (None if none needs them), cached under stats_dir:
-    FID uses the training split (DESIGN §6), DDM the test split (Basart 2017 §3.2)."""
-    if "fid" not in metrics and "ddm" not in metrics:
+    FID uses the training split (DESIGN §6), DDM the test split (Basart 2017 §3.2); the
+    synthetic metric's reference is read from 256 training clips (not cached: seconds)."""
+    if not {"fid", "ddm", "synthetic"} & set(metrics):
         return None
+    stats = RealStats()
+    if "synthetic" in metrics:
+        stats.synthetic = synthetic_reference(cfg, eval_frames(cfg, metrics))
+    if "fid" not in metrics and "ddm" not in metrics:
+        return stats
     kw = dict(device=device, batch_size=batch_size, n_clips=n_clips, stats_dir=stats_dir,
               fingerprint=c3d_fingerprint(c3d), progress=progress)
-    stats = RealStats()
     if "fid" in metrics:
         train = split_statistics(cfg, c3d, "train", **kw)
         stats.mu, stats.cov = train["mu"], train["cov"]
@@ -347,10 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(default: eval.c3d_weights)")
     p.add_argument("--c3d-mean", help="mean2.npz (needed with the npz; default: eval.c3d_mean)")
     p.add_argument("--metrics", default="is,fid,ddm",
-                   help="comma-separated: is,fid,ddm (C3D) and/or modes (the modes dataset's "
-                        "mode coverage, no weights needed)")
+                   help="comma-separated: is,fid,ddm (C3D) and/or the analytic ones, no weights "
+                        "needed: modes (the modes dataset's mode coverage), synthetic (the "
+                        "demo's: coherent objects, classes, colour spread, motion)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS),
-                   help="default: modes (1 x 20000 clips) for --metrics modes, else tgan2")
+                   help="default: modes (1 x 20000 clips) for --metrics modes, synthetic (1 x "
+                        "256) for --metrics synthetic, else tgan2")
     p.add_argument("--n-samples", type=int, help="clips per repeat (default: the protocol's)")
     p.add_argument("--repeats", type=int, help="repeats with fresh samples (default: protocol's)")
     p.add_argument("--batch-size", type=int, help="C3D/G batch (default: eval.batch_size)")
@@ -377,7 +414,9 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')}={value}: must be >= 1")
     metrics = _parse_metrics(args.metrics)
-    args.protocol = args.protocol or ("modes" if metrics == ["modes"] else "tgan2")
+    if args.protocol is None:  # an analytic metric alone: its own protocol
+        args.protocol = metrics[0] if len(metrics) == 1 and metrics[0] in ANALYTIC_METRICS \
+            else "tgan2"
     protocol = PROTOCOLS[args.protocol]
     n_samples = args.n_samples or protocol.n_samples
     repeats = args.repeats or protocol.repeats
@@ -405,17 +444,18 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
         if not weights:
             raise ValueError("no C3D weights: pass --c3d-weights (conv3d_deepnetA_ucf.npz with "
                              "--c3d-mean mean2.npz, or a .pt from data_prep.convert_c3d) or set "
-                             "eval.c3d_weights (only --metrics modes works without them)")
+                             "eval.c3d_weights (only --metrics modes,synthetic work without them)")
         c3d = load_c3d(weights, mean, device=device)
     batch_size = args.batch_size or cfg.eval.batch_size
 
-    needs_stats = args.save_stats or "fid" in metrics or "ddm" in metrics
+    needs_stats = args.save_stats or bool({"fid", "ddm", "synthetic"} & set(metrics))
     real_stats = None
     if needs_stats:
         stat_metrics = ["fid", "ddm"] if args.save_stats else metrics
         real_stats = load_real_stats(cfg, c3d, stat_metrics, device=device, batch_size=batch_size,
                                      n_clips=args.stats_clips, progress=True)
-        print(f"real statistics cached under {cfg.eval.stats_dir}", file=sys.stderr)
+        if {"fid", "ddm"} & set(stat_metrics):
+            print(f"real statistics cached under {cfg.eval.stats_dir}", file=sys.stderr)
     if not (args.checkpoint or args.real):
         return None
 
@@ -426,7 +466,7 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
               "c3d_mean": str(mean) if c3d is not None and mean else None, "metrics": metrics}
     with bar:
         if args.real:
-            dataset = eval_dataset(cfg, args.split)
+            dataset = eval_dataset(cfg, args.split, eval_frames(cfg, metrics))
 
             def make_clips(r: int):
                 keys = random_real_keys(len(dataset), n_samples, args.seed + r)
@@ -437,7 +477,8 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
             G = model.G.requires_grad_(False)
 
             def make_clips(r: int):
-                return generated_clips(G, n_samples, batch_size, device, args.seed + r)
+                return generated_clips(G, n_samples, batch_size, device, args.seed + r,
+                                       n_frames=eval_frames(cfg, metrics))
             record.update(source="generator", checkpoint=str(args.checkpoint),
                           step=model.step, weights=model.weights)
         record["scores"] = run_protocol(make_clips, c3d, metrics=metrics, repeats=repeats,

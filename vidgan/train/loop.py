@@ -323,7 +323,7 @@ class Trainer:
         """One repeat of the tgan2 protocol on ``eval.n_samples`` clips of the EMA generator,
         logged as eval/<metric> (eval/modes_covered, ... for the modes metric). Real
         statistics are computed (or read from the cache) once."""
-        from vidgan.evaluate import evaluate_generator, load_real_stats
+        from vidgan.evaluate import eval_frames, evaluate_generator, load_real_stats
 
         ev = self.cfg.eval
         if self.real_stats is None:
@@ -333,7 +333,8 @@ class Trainer:
         scores = evaluate_generator(self.G_ema, self.c3d, metrics=self.eval_metrics,
                                     n_samples=ev.n_samples, batch_size=ev.batch_size,
                                     device=self.device, seed=self.cfg.train.seed + self.step,
-                                    real_stats=self.real_stats)
+                                    real_stats=self.real_stats,
+                                    n_frames=eval_frames(self.cfg, self.eval_metrics))
         for name, value in scores.items():
             writer.add_scalar(f"eval/{name}", value, self.step)
         tqdm.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
