@@ -10,6 +10,7 @@ import sys
 from vidgan import signals
 from vidgan.checkpoint import CheckpointError
 from vidgan.config import ConfigError, load_config
+from vidgan.metrics.synthetic import report
 from vidgan.train import NonFiniteLossError, RunDirError, Trainer
 
 
@@ -34,6 +35,10 @@ def main(argv=None) -> int:
                           overwrite=args.overwrite)
         signals.ignore_stop_signals()  # from now on only Trainer.run answers them
         trainer.run()
+        if trainer.last_scores and "synthetic" in trainer.eval_metrics:  # the demo's verdict
+            step, scores = trainer.last_scores
+            print(report(scores, f"What the samples show at step {step} ({cfg.eval.n_samples} "
+                                 f"clips of the EMA generator, vidgan.metrics.synthetic):"))
     except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError, RunDirError,
             ValueError) as err:  # bad input or a stopped run: one line (+ file lists)
         print(f"error: {err}", file=sys.stderr)

@@ -30,7 +30,7 @@ SCORES = ("modes_covered", "modes_kl", "modes_valid", "modes_shapes", "modes_col
           "modes_directions")
 
 
-def _seconds_per_iteration(tb_dir: Path) -> float:
+def seconds_per_iteration(tb_dir: Path) -> float:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(tb_dir)).Reload()
     rates = [e.value for e in events.Scalars("it_per_s")]
@@ -57,7 +57,7 @@ def run_one(config: str, seed: int, args, threads: int) -> dict:
     record = json.loads(scores.read_text())["scores"]
     return {"config": config, "seed": seed, "iterations": args.iterations,
             "n_samples": args.n_samples, "overrides": args.overrides,
-            "s_per_it": _seconds_per_iteration(run / "tb"),
+            "s_per_it": seconds_per_iteration(run / "tb"),
             **{k: v["mean"] for k, v in record.items() if k.startswith("modes_")}}
 
 
@@ -71,11 +71,14 @@ def _top_reason(rows: list) -> str:
     return f"{top[len('modes_invalid_'):].replace('_', ' ')} ({share[top]:.2f})"
 
 
+def cell(values, digits) -> str:
+    """mean ± sd (one value: itself)."""
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
 def table(results: list, configs: list) -> str:
-    def cell(values, digits):
-        if len(values) < 2:
-            return f"{values[0]:.{digits}f}"
-        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
     lines = ["| config | seeds | modes covered (of 128) | KL(p_gen ‖ U) | fraction valid | "
              "shapes / colours / directions | most clips invalid for | s/it |",
              "|---|---|---|---|---|---|---|---|"]

@@ -122,3 +122,39 @@ def test_memory_head_logit_is_the_clipped_log_odds_of_p_averaged_over_frames():
     assert not any(n.startswith("frame.memory") for n, _ in D.named_parameters())
     assert {"frame.memory.keys", "frame.memory.values", "frame.memory.ages",
             "frame.memory.hist"} <= set(D.state_dict())
+
+
+# ------------------------------------------------------------------ minibatch std (option)
+def test_minibatch_std_is_the_mean_over_features_of_each_groups_std():
+    from vidgan.models.discriminator import minibatch_std
+    h = torch.randn(12, 5, dtype=torch.float64)
+    for group, g in [(4, 4), (5, 4), (8, 6), (1, 1), (20, 12)]:  # g: largest divisor of 12
+        out = minibatch_std(h, group)
+        m = 12 // g
+        for i in range(12):
+            members = h[[i % m + k * m for k in range(g)]]  # samples i % M, + M, + 2M, ...
+            want = (members.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+            assert float(out[i, 0]) == pytest.approx(float(want), rel=1e-9)
+
+
+def test_minibatch_std_makes_a_head_see_the_batch_and_is_off_by_default():
+    plain = build_discriminator(tiny_config().model)
+    on = build_discriminator(tiny_config("model.minibatch_std=4", *FRAME).model)
+    # off: the paper's D, with the state-dict shapes of old checkpoints
+    assert plain.discriminators[0].fc.in_features == 16 * tiny_config().model.dis_ch
+    assert on.discriminators[0].fc.in_features == plain.discriminators[0].fc.in_features + 1
+    assert on.frame.net.fc.in_features == on.discriminators[0].fc.in_features
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 64, 64)
+    same = x[:1].expand(4, -1, -1, -1, -1)
+    head_off, head_on = plain.discriminators[3], on.discriminators[3]
+    # without it, a clip's logit does not depend on the others in its batch
+    assert torch.allclose(head_off(x)[0], head_off(same)[0], atol=1e-6)
+    # with it, the same clip scores differently among copies of itself than among others:
+    # by the std entry's weight times the difference of the two batches' stds
+    with torch.no_grad():
+        head_on.fc.weight[0, -1] = 10.0
+    gap = head_on(x)[0] - head_on(same)[0]
+    assert float(gap) > 1e-3
+    with pytest.raises(Exception, match="model.minibatch_std"):
+        tiny_config("model.minibatch_std=-1")

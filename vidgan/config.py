@@ -74,6 +74,9 @@ class ModelConfig:
     frame_level: int = 4  # the level whose frames it judges (default: the highest, level 4)
     frames_per_video: int = 1  # frames drawn at random per video (MoCoGAN's S_1: 1)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    # Not in TGANv2: minibatch standard deviation (ProGAN/StyleGAN2) in every 3D and 2D ResNet
+    # head, over groups of this many clips (StyleGAN2: 4); 0 = off, the paper's D.
+    minibatch_std: int = 0
 
     @property
     def memory_condition_dim(self) -> int:
@@ -280,6 +283,9 @@ def validate(cfg: Config) -> None:
                               f"model.frames_per_video = {queries} queries; use more slots")
     if cfg.loss.mi_weight < 0:
         raise ConfigError(f"loss.mi_weight={cfg.loss.mi_weight}: must be >= 0")
+    if m.minibatch_std < 0:
+        raise ConfigError(f"model.minibatch_std={m.minibatch_std}: must be >= 0 (0 = off, "
+                          f"else the group size, e.g. 4)")
     for name, value in (("model.z_dim", m.z_dim), ("model.content_dim", m.content_dim),
                         ("model.memory.slots", mem.slots),
                         ("model.memory.key_dim", mem.key_dim),

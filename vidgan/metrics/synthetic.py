@@ -132,3 +132,26 @@ def meets_targets(scores: Dict[str, float]) -> Dict[str, bool]:
         if key in scores:
             met[key] = scores[key] <= target if key == "synthetic_kl" else scores[key] >= target
     return met
+
+
+_REPORT = (("synthetic_coherent", "clips with one coherent moving object", "{:.2f}", ">="),
+           ("synthetic_classes", "classes present (disc/square x horizontal/vertical)", "{:.0f}",
+            "="),
+           ("synthetic_kl", "KL(classes || uniform)", "{:.3f}", "<="),
+           ("synthetic_colour_ratio", "colour spread / the data's", "{:.2f}", ">="),
+           ("synthetic_motion_ratio", "typical motion / the data's", "{:.2f}", ">="))
+
+
+def report(scores: Dict[str, float], heading: str) -> str:
+    """The scores against issue 17's targets, one line each, for a person to read."""
+    met = meets_targets(scores)
+    lines = [heading]
+    for key, label, fmt, op in _REPORT:
+        if key not in scores:
+            continue
+        target = fmt.format(TARGETS[key]) if key != "synthetic_kl" else f"{TARGETS[key]:.2f}"
+        mark = "ok" if met[key] else "MISSED"
+        lines.append(f"  {label:<52} {fmt.format(scores[key]):>6}  (target {op} {target}) {mark}")
+    shares = ", ".join(f"{name} {scores[f'synthetic_share_{name}']:.2f}" for name in CLASSES)
+    lines.append(f"  class shares: {shares}")
+    return "\n".join(lines)

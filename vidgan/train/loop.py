@@ -91,6 +91,7 @@ class Trainer:
             raise ValueError(f"model.n_classes={cfg.model.n_classes} but data.root "
                              f"'{cfg.data.root}' has {len(self.dataset.classes)} classes")
         self.c3d, self.real_stats = self._load_c3d(), None
+        self.last_scores: Optional[Tuple[int, Dict[str, float]]] = None  # (step, scores)
         # what the in-training evaluation scores: C3D metrics only with the weights loaded
         self.eval_metrics = [m for m in cfg.eval.metrics
                              if m not in C3D_METRICS or self.c3d is not None]
@@ -335,6 +336,7 @@ class Trainer:
                                     device=self.device, seed=self.cfg.train.seed + self.step,
                                     real_stats=self.real_stats,
                                     n_frames=eval_frames(self.cfg, self.eval_metrics))
+        self.last_scores = (self.step, scores)
         for name, value in scores.items():
             writer.add_scalar(f"eval/{name}", value, self.step)
         tqdm.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
@@ -398,6 +400,9 @@ class Trainer:
                     path = self.save()
                 if ev.sample_interval and self.step % ev.sample_interval != 0:
                     self.write_samples(writer)
+                if self.eval_metrics and ev.interval and self.step % ev.interval != 0 \
+                        and received.stop is None:  # the final model is always scored
+                    self.evaluate(writer)
                 tqdm.write(f"step {self.step}: checkpoint {path}")
             finally:
                 # Shut the workers down while the signals are still only flags: a second
