@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY
+from tests.conftest import WIDTHS
 from vidgan.config import load_config
 from vidgan.data.modes import (COLOURS, DIRECTIONS, N_MODES, SHAPES, dataset_clips, mode_factors,
                                mode_id, mode_name, render_clip, write_dataset)
@@ -130,7 +130,7 @@ MODES_CONFIGS = ["modes_st4", "modes_3d2d", "modes_memory", "modes_mocogan"]
 
 
 def _modes_config(name, root, out, *extra):
-    tiny = [o for o in TINY if not o.startswith("model.n_frames")]
+    tiny = [o for o in WIDTHS if not o.startswith("model.n_frames")]
     return load_config(name, tiny + [f"data.root={root}", f"train.out_dir={out}",
                                      "eval.sample_interval=0", "eval.n_samples=8",
                                      "eval.batch_size=8", *extra])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, tiny_config
+from tests.conftest import TINY, WIDTHS, tiny_config
 from vidgan.checkpoint import list_checkpoints, load_checkpoint
 from vidgan.config import config_from_dict, load_config
 from vidgan.train import NonFiniteLossError, Trainer
@@ -198,7 +198,7 @@ def test_decode_failures_during_training_are_counted_then_stop(tmp_path):
 @pytest.mark.parametrize("name", ["ucf101_single3d", "ucf101_3d2d", "ucf101_mocogan",
                                   "demo_mocogan", "demo_memory", "ucf101_st4_memory"])
 def test_new_configs_train_three_iterations(tmp_path, synthetic_root, name):
-    cfg = load_config(name, TINY + [f"data.root={synthetic_root}", "data.dataset=folder",
+    cfg = load_config(name, WIDTHS + [f"data.root={synthetic_root}", "data.dataset=folder",
                                     f"train.out_dir={tmp_path}", "train.iterations=3"])
     trainer = Trainer(cfg)
     batches = iter(trainer.loader)
@@ -209,7 +209,8 @@ def test_new_configs_train_three_iterations(tmp_path, synthetic_root, name):
     assert metrics["nonfinite_skipped"] == 0
     heads = {k.split("_", 1)[1] for k in metrics if k.startswith("logits/real_")}
     expected = {"ucf101_single3d": {"L4"}, "ucf101_3d2d": {"L4", "frame"}}.get(
-        name, {"L1", "L2", "L3", "L4"} | ({"frame"} if "memory" in name else set()))
+        name, {"L1", "L2", "L3", "L4"} | ({"frame"} if name.startswith("demo") or "memory" in name
+                                          else set()))
     assert heads == expected
 
 
