@@ -2,15 +2,16 @@
 the EMA generator with vidgan.metrics.synthetic every --eval-interval iterations during
 training (256 clips each), and report mean +- sd over the seeds at the chosen iterations.
 
-    python -m benchmarks.bench_demo [--configs demo,demo_before] [--seeds 0,1,2]
+    python -m benchmarks.bench_demo [--configs demo,demo_original] [--seeds 0,1,2]
         [--iterations 2000] [--at 300,600,1000,1500,2000] [--jobs 1] [--out runs/bench_demo]
-        [key=value ...]
+        [--variant LABEL CONFIG [key=value ...]]... [key=value ...]
 
-A config may carry its own iteration count, ``demo_3d2d:400``: remedies that cost more per
-iteration are compared at equal compute that way. Results accumulate in
-``<out>/results.json``; a run already there is not repeated. s/it is the median of the
-logged it/s, inverted; "minutes" is the training wall time to that iteration, evaluations
-included.
+``--variant`` adds a config under its own label with its own overrides (e.g. a remedy:
+``--variant 3d2d demo.yaml model.frame_discriminator=resnet2d``); ``train.iterations=N`` there
+gives it its own length, which is how remedies that cost more per iteration are compared at
+equal compute. Results accumulate in ``<out>/results.json``; a run already there (same
+label, seed, iterations) is not repeated. s/it is the median of the logged it/s, inverted;
+"minutes" is the training wall time to that iteration, evaluations included.
 """
 from __future__ import annotations
 
@@ -52,19 +53,21 @@ def _curves(tb_dir: Path) -> dict:
     return out
 
 
-def run_one(config: str, iterations: int, seed: int, args, threads: int) -> dict:
-    run = Path(args.out) / f"{config}_seed{seed}"
+def run_one(label: str, config: str, overrides: list, iterations: int, seed: int, args,
+            threads: int) -> dict:
+    run = Path(args.out) / f"{label}_seed{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     train = [sys.executable, "train.py", "--config", config, "--overwrite",
              f"train.seed={seed}", f"train.iterations={iterations}", f"train.out_dir={run}",
              f"train.checkpoint_interval={iterations}", "eval.metrics=[synthetic]",
              f"eval.interval={args.eval_interval}", "eval.n_samples=256",
-             "eval.sample_interval=0", *args.overrides]
-    with open(Path(args.out) / f"{config}_seed{seed}.log", "w") as log:
+             "eval.sample_interval=0", *args.overrides, *overrides]
+    with open(Path(args.out) / f"{label}_seed{seed}.log", "w") as log:
         subprocess.run(train, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                        check=True)
-    return {"config": config, "seed": seed, "iterations": iterations,
-            "overrides": args.overrides, "s_per_it": seconds_per_iteration(run / "tb"),
+    return {"config": label, "seed": seed, "iterations": iterations, "source": config,
+            "overrides": args.overrides + overrides,
+            "s_per_it": seconds_per_iteration(run / "tb"),
             "curve": {str(k): v for k, v in sorted(_curves(run / "tb").items())}}
 
 
@@ -89,7 +92,10 @@ def table(results: list, configs: list, at: list) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default="demo,demo_before")
+    parser.add_argument("--configs", default="demo,demo_original",
+                        help="comma-separated config names, each its own label")
+    parser.add_argument("--variant", nargs="+", action="append", default=[],
+                        metavar="LABEL CONFIG [key=value", help="a labelled config + overrides")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--at", default="300,600,1000,1500,2000",
@@ -97,13 +103,20 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-interval", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/bench_demo")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    plan = []
-    for item in args.configs.split(","):
-        name, _, its = item.partition(":")
-        plan.append((name, int(its) if its else args.iterations))
-    configs = [name for name, _ in plan]
+    parser.add_argument("overrides", nargs="*", help="overrides for every run")
+    args = parser.parse_args(argv)  # overrides for every run go before any --variant
+    plan = [(name, name, []) for name in args.configs.split(",") if name]
+    for variant in args.variant:
+        if len(variant) < 2:
+            parser.error(f"--variant {' '.join(variant)}: expected LABEL CONFIG [key=value ...]")
+        plan.append((variant[0], variant[1], variant[2:]))
+
+    def iterations_of(overrides):
+        its = [o.split("=", 1)[1] for o in overrides if o.startswith("train.iterations=")]
+        return int(its[-1]) if its else args.iterations
+    plan = [(label, config, overrides, iterations_of(overrides))
+            for label, config, overrides in plan]
+    configs = [label for label, *_ in plan]
     seeds = [int(s) for s in args.seeds.split(",")]
     at = [int(s) for s in args.at.split(",")]
     out = Path(args.out)
@@ -111,7 +124,8 @@ def main(argv=None) -> None:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else []
     done = {(r["config"], r["seed"], r["iterations"]) for r in results}
-    todo = [(c, n, s) for c, n in plan for s in seeds if (c, s, n) not in done]
+    todo = [(*entry, s) for entry in plan for s in seeds
+            if (entry[0], s, entry[3]) not in done]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     lock = threading.Lock()
 
@@ -121,12 +135,13 @@ def main(argv=None) -> None:
             results.append(record)
             results_path.write_text(json.dumps(results, indent=1) + "\n")
             last = record["curve"][max(record["curve"], key=int)]
-            print(f"{item[0]} seed {item[2]}: coherent {last['synthetic_coherent']:.2f}, "
+            print(f"{item[0]} seed {item[4]}: coherent {last['synthetic_coherent']:.2f}, "
                   f"classes {last['synthetic_classes']:.0f}, KL {last['synthetic_kl']:.3f}, "
                   f"{record['s_per_it']:.3f} s/it", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(task, todo))
-    current = [r for r in results if (r["config"], r["iterations"]) in set(plan)]
+    wanted = {(label, iterations) for label, _, _, iterations in plan}
+    current = [r for r in results if (r["config"], r["iterations"]) in wanted]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.jobs} job(s) x {threads} "
           f"thread(s); synthetic metric on 256 clips every {args.eval_interval} iterations")
     print(table(current, configs, at))
