@@ -222,7 +222,7 @@ def test_new_ucf101_configs_start_on_a_ucf101_tree(tmp_path, name, key, value):
     root, _ = _ucf_tree(tmp_path)
     out = tmp_path / "run"
     cmd = [sys.executable, "train.py", "--config", f"{name}.yaml", f"data.root={root}",
-           *TINY, "data.max_bad_fraction=0.5", "train.iterations=2", f"train.out_dir={out}"]
+           *WIDTHS, "data.max_bad_fraction=0.5", "train.iterations=2", f"train.out_dir={out}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = load_checkpoint(list_checkpoints(out)[-1])
@@ -245,13 +245,16 @@ def test_a_checkpoint_from_before_heads_and_phases_still_resumes(tmp_path, synth
                               "data_prep", "train.py"], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     run = tmp_path / "run"
-    args = [*TINY, f"data.root={synthetic_root}", "data.dataset=folder", "model.n_classes=4",
-            f"train.out_dir={run}", "train.iterations=2"]
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=old, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(old)})
+    # the old code's demo.yaml was unconditional with no frame head: the old keys only there,
+    # today's demo as it was (TINY) for the resume
+    args = [f"data.root={synthetic_root}", "data.dataset=folder", f"train.out_dir={run}",
+            "model.n_classes=4"]
+    proc = subprocess.run([sys.executable, "train.py", *WIDTHS, *args, "train.iterations=2"],
+                          cwd=old, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(old)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = load_checkpoint(list_checkpoints(run)[-1])
-    resumed = Trainer(load_config("demo.yaml", args[:-1] + ["train.iterations=4"]), resume=True)
+    resumed = Trainer(load_config("demo.yaml", [*TINY, *args, "train.iterations=4"]), resume=True)
     assert resumed.step == 2
     for k, v in before["D"].items():  # every old key landed in today's modules
         assert torch.equal(resumed.D.state_dict()[k], v), k
