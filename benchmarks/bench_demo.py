@@ -16,18 +16,15 @@ label, seed, iterations) is not repeated. s/it is the median of the logged it/s,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from benchmarks.bench_modes import cell, seconds_per_iteration
+from benchmarks.bench_modes import cell, load_results, run_pending, seconds_per_iteration
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = (("synthetic_coherent", "coherent", 2), ("synthetic_classes", "classes", 1),
@@ -120,26 +117,18 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     at = [int(s) for s in args.at.split(",")]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else []
+    results = load_results(out)
     done = {(r["config"], r["seed"], r["iterations"]) for r in results}
     todo = [(*entry, s) for entry in plan for s in seeds
             if (entry[0], s, entry[3]) not in done]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    lock = threading.Lock()
 
-    def task(item):
-        record = run_one(*item, args, threads)
-        with lock:
-            results.append(record)
-            results_path.write_text(json.dumps(results, indent=1) + "\n")
-            last = record["curve"][max(record["curve"], key=int)]
-            print(f"{item[0]} seed {item[4]}: coherent {last['synthetic_coherent']:.2f}, "
-                  f"classes {last['synthetic_classes']:.0f}, KL {last['synthetic_kl']:.3f}, "
-                  f"{record['s_per_it']:.3f} s/it", flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(task, todo))
+    def describe(item, record):
+        last = record["curve"][max(record["curve"], key=int)]
+        return (f"{item[0]} seed {item[4]}: coherent {last['synthetic_coherent']:.2f}, "
+                f"classes {last['synthetic_classes']:.0f}, KL {last['synthetic_kl']:.3f}, "
+                f"{record['s_per_it']:.3f} s/it")
+    threads = run_pending(todo, lambda item, th: run_one(*item, args, th), describe, results,
+                          out, args.jobs)
     wanted = {(label, iterations) for label, _, _, iterations in plan}
     current = [r for r in results if (r["config"], r["iterations"]) in wanted]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.jobs} job(s) x {threads} "

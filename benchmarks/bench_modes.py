@@ -97,6 +97,32 @@ def table(results: list, configs: list) -> str:
     return "\n".join(lines)
 
 
+def load_results(out: Path) -> list:
+    """The records in ``<out>/results.json`` (creating ``out``), [] for a new benchmark."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def run_pending(todo: list, run, describe, results: list, out: Path, jobs: int) -> int:
+    """``run(item, threads)`` for every item, ``jobs`` at a time with the CPU threads split
+    between them; each record is appended to ``results`` and ``<out>/results.json`` as soon
+    as it is done (an interrupted benchmark keeps what finished) and ``describe(item,
+    record)`` printed. Returns the threads each run had."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    lock = threading.Lock()
+
+    def task(item):
+        record = run(item, threads)
+        with lock:
+            results.append(record)
+            (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+            print(describe(item, record), flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(task, todo))
+    return threads
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="modes_st4,modes_3d2d,modes_memory,modes_mocogan")
@@ -110,24 +136,16 @@ def main(argv=None) -> None:
     configs = args.configs.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else []
+    results = load_results(out)
     done = {(r["config"], r["seed"], r["iterations"]) for r in results}
     todo = [(c, s) for c in configs for s in seeds if (c, s, args.iterations) not in done]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    lock = threading.Lock()
 
-    def task(item):
-        record = run_one(*item, args, threads)
-        with lock:
-            results.append(record)
-            results_path.write_text(json.dumps(results, indent=1) + "\n")
-            print(f"{item[0]} seed {item[1]}: covered {record['modes_covered']:.0f}, "
-                  f"KL {record['modes_kl']:.3f}, valid {record['modes_valid']:.3f}, "
-                  f"{record['s_per_it']:.3f} s/it", flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(task, todo))
+    def describe(item, record):
+        return (f"{item[0]} seed {item[1]}: covered {record['modes_covered']:.0f}, "
+                f"KL {record['modes_kl']:.3f}, valid {record['modes_valid']:.3f}, "
+                f"{record['s_per_it']:.3f} s/it")
+    threads = run_pending(todo, lambda item, th: run_one(*item, args, th), describe, results,
+                          out, args.jobs)
     current = [r for r in results if r["iterations"] == args.iterations]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.jobs} job(s) x {threads} "
           f"thread(s); {args.iterations} iterations, {args.n_samples} clips scored per run")
