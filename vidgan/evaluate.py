@@ -31,16 +31,18 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from vidgan.checkpoint import CheckpointError, load_generator
-from vidgan.config import (ANALYTIC_METRICS, C3D_METRICS, METRICS, Config, ConfigError, config_from_dict,
-                           load_config, to_dict)
+from vidgan.config import (ANALYTIC_METRICS, C3D_METRICS, METRICS, Config, ConfigError,
+                           config_from_dict, load_config, to_dict)
 from vidgan.device import resolve_device
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
 from vidgan.metrics.c3d import N_FRAMES
 from vidgan.metrics.modes import classify_modes, mode_scores
-from vidgan.metrics.synthetic import SyntheticReading, read_synthetic, synthetic_scores
 from vidgan.metrics.stats import mean_cov
+from vidgan.metrics.synthetic import SyntheticReading, read_synthetic, synthetic_scores
 from vidgan.video_io import to_uint8
 
+# metrics scored against real data: FID and DDM (cached C3D statistics), synthetic (ratios)
+REAL_DATA_METRICS = ("fid", "ddm", "synthetic")
 STATS_VERSION = 1  # bump when the statistics' definition changes; old cache files are ignored
 # data settings that change speed, not the clips; left out of the statistics' cache key
 PERFORMANCE_KEYS = ("num_workers", "decode_threads", "index_workers", "manifest",
@@ -187,9 +189,8 @@ def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequ
     if "modes" in metrics:
         out.update(mode_scores(torch.cat(modes), reason=torch.cat(reasons)))
     if "synthetic" in metrics:
-        reading = SyntheticReading(*(torch.cat(part) for part in zip(
-            *((r.coherent, r.label, r.colour, r.step) for r in readings))))
-        out.update(synthetic_scores(reading, real_stats.synthetic if real_stats else None))
+        out.update(synthetic_scores(SyntheticReading.cat(readings),
+                                    real_stats.synthetic if real_stats else None))
     return out
 
 
@@ -342,7 +343,7 @@ def load_real_stats(cfg: Config, c3d: Optional[C3D], metrics: Sequence[str], *,
     """Real statistics for ``metrics`` (None if none needs them), cached under stats_dir:
     FID uses the training split (DESIGN §6), DDM the test split (Basart 2017 §3.2); the
     synthetic metric's reference is read from 256 training clips (not cached: seconds)."""
-    if not {"fid", "ddm", "synthetic"} & set(metrics):
+    if not any(m in REAL_DATA_METRICS for m in metrics):
         return None
     stats = RealStats()
     if "synthetic" in metrics:
@@ -448,7 +449,7 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
         c3d = load_c3d(weights, mean, device=device)
     batch_size = args.batch_size or cfg.eval.batch_size
 
-    needs_stats = args.save_stats or bool({"fid", "ddm", "synthetic"} & set(metrics))
+    needs_stats = args.save_stats or any(m in REAL_DATA_METRICS for m in metrics)
     real_stats = None
     if needs_stats:
         stat_metrics = ["fid", "ddm"] if args.save_stats else metrics

@@ -50,6 +50,13 @@ class SyntheticReading:
     colour: torch.Tensor
     step: torch.Tensor
 
+    @classmethod
+    def cat(cls, readings) -> "SyntheticReading":
+        """One reading of the clips of several (batches in order)."""
+        readings = list(readings)
+        return cls(*(torch.cat([getattr(r, f) for r in readings])
+                     for f in ("coherent", "label", "colour", "step")))
+
 
 def _nanmedian(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Median over dim 1 of ``x`` (B, T, ...) where ``keep`` (B, T) holds."""
