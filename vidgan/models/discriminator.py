@@ -12,10 +12,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from vidgan.config import ModelConfig
+from vidgan.models.conv import FastConv3d
 from vidgan.models.init import RESIDUAL_GAIN, glorot_
 from vidgan.models.memory import VMFMemory
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+# 3D: nn.Conv3d with derivatives that are plain convolutions (R1's double backward, issue 13)
+_CONV = {2: nn.Conv2d, 3: FastConv3d}
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
