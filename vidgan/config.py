@@ -116,6 +116,10 @@ class LossConfig:
     # "mean": the official code, softplus loss per level, averaged over levels.
     combine: str = "sum"
     r1_weight: float = 0.5  # lambda of Eq. (10); 0.5 for TGANv2, 10 for the baselines
+    # Lazy R1 (StyleGAN2 §B): k > 1 runs R1 as its own D step every k-th D step, weighted
+    # k * lambda, with D's Adam lr * k/(k+1) and betas ** (k/(k+1)). 1 = every step, in the
+    # D loss (the paper).
+    r1_interval: int = 1
     # memoryGAN's mutual-information term lambda * mean((q_fake - K_c)^2), in L_D and L_G
     # (model.frame_discriminator=memory with condition_generator); official: 1e-6
     mi_weight: float = 1e-6
@@ -335,6 +339,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name}={value}: must be > 0")
     if cfg.loss.r1_weight < 0:
         raise ConfigError(f"loss.r1_weight={cfg.loss.r1_weight}: must be >= 0")
+    if cfg.loss.r1_interval < 1:
+        raise ConfigError(f"loss.r1_interval={cfg.loss.r1_interval}: must be >= 1 (1 = R1 in "
+                          f"every D step)")
     if not 0.0 <= cfg.train.ema_beta < 1.0:
         raise ConfigError(f"train.ema_beta={cfg.train.ema_beta}: must be in [0, 1)")
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):

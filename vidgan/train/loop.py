@@ -51,6 +51,7 @@ class Trainer:
         the run already in ``train.out_dir`` (otherwise that is refused)."""
         self.cfg = cfg
         t = cfg.train
+        self.r1_interval = cfg.loss.r1_interval
         self.out_dir = Path(t.out_dir)
         resume = resume or resume_from is not None
         prepare_run_dir(self.out_dir, resume, overwrite)
@@ -64,7 +65,8 @@ class Trainer:
         self.loss = GANLoss(self.G, self.D, cfg.model, cfg.loss)
         adam = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps)
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **lazy_r1_adam(adam, self.r1_interval))
+        self.r1_metrics: Dict[str, torch.Tensor] = {}  # the last lazy R1 step's, logged between
         self.step = 0
         self.interrupted_by = None  # the signal number that stopped run(), if any
         self.nonfinite_streak = 0
@@ -214,9 +216,9 @@ class Trainer:
     # ------------------------------------------------------------------ step
     def _set_lr(self) -> float:
         lr = linear_decay(self.cfg.train.lr, self.step, self.cfg.train.lr_decay_iterations)
-        for opt in (self.opt_G, self.opt_D):
+        for opt, scale in ((self.opt_G, 1.0), (self.opt_D, lazy_r1_ratio(self.r1_interval))):
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr if scale == 1.0 else lr * scale
         return lr
 
     def record_skips(self, skipped) -> None:
@@ -237,17 +239,31 @@ class Trainer:
     def _labels(self, y: torch.Tensor) -> Optional[torch.Tensor]:
         return y.to(self.device, non_blocking=True) if self.cfg.model.n_classes else None
 
-    def discriminator_step(self, video: torch.Tensor, y: Optional[torch.Tensor]
-                           ) -> Tuple[Dict, bool]:
+    def discriminator_step(self, video: torch.Tensor, y: Optional[torch.Tensor],
+                           d_step: int = 0) -> Tuple[Dict, bool]:
+        """D step number ``d_step`` (counted over the run): D main with R1 (Eq. 10), or with
+        lazy R1 (k = ``loss.r1_interval`` > 1) D main alone, then, every k-th D step, one more
+        step on R1 alone weighted k * lambda (StyleGAN2's "Dreg")."""
         real = normalize(video.to(self.device, non_blocking=True))  # (B, 3, T, H, W)
+        lazy = self.r1_interval > 1
         with self.amp:
-            result = self.loss.discriminator(real, y)
+            result = self.loss.discriminator(real, y, r1=not lazy)
         self.opt_D.zero_grad(set_to_none=True)
         result.total.backward()
         ok = self._step_if_finite(self.opt_D, result.total)
         if ok:
             self.loss.after_discriminator_step(result)
-        return {"loss/D": result.total.detach(), **_logged(result)}, ok
+        metrics = {"loss/D": result.total.detach(), **_logged(result)}
+        if lazy and d_step % self.r1_interval == 0:
+            with self.amp:
+                reg = self.loss.discriminator_r1(real, y,
+                                                 self.r1_interval * self.cfg.loss.r1_weight)
+            self.opt_D.zero_grad(set_to_none=True)
+            reg.total.backward()
+            ok = self._step_if_finite(self.opt_D, reg.total) and ok
+            self.r1_metrics = {f"loss/{k}": v.detach() for k, v in reg.terms.items()}
+            self.r1_metrics.update({k: v.detach() for k, v in reg.stats.items()})
+        return {**metrics, **self.r1_metrics}, ok
 
     def generator_step(self, y: Optional[torch.Tensor]) -> Tuple[Dict, bool]:
         with self.amp:
@@ -271,10 +287,10 @@ class Trainer:
         metrics, finite = {}, True
         # Fetch every batch first: a loader error then leaves the models untouched.
         fetched = [next(batches) for _ in range(self.cfg.train.n_dis)]
-        for video, y, skipped in fetched:
+        for j, (video, y, skipped) in enumerate(fetched):
             self.record_skips(skipped)
             y = self._labels(y)
-            d_metrics, ok = self.discriminator_step(video, y)
+            d_metrics, ok = self.discriminator_step(video, y, self.step * self.cfg.train.n_dis + j)
             metrics.update(d_metrics)
             finite &= ok
         g_metrics, ok = self.generator_step(y)
@@ -384,7 +400,8 @@ class Trainer:
                             writer.add_scalar(k, v, self.step)
                         bar.set_postfix({"D": f"{values['loss/D']:.3f}",
                                          "G": f"{values['loss/G']:.3f}",
-                                         "R1": f"{values['loss/R1']:.3g}", "it/s": f"{its:.2f}"})
+                                         "R1": f"{values.get('loss/R1', float('nan')):.3g}",
+                                         "it/s": f"{its:.2f}"})
                     if ev.sample_interval and self.step % ev.sample_interval == 0:
                         self.write_samples(writer)
                     if self.eval_metrics and ev.interval and self.step % ev.interval == 0:
@@ -416,6 +433,20 @@ class Trainer:
                                f"({err})")
         self.interrupted_by = received.stop
         return path
+
+
+def lazy_r1_ratio(interval: int) -> float:
+    """StyleGAN2's mb_ratio k / (k + 1) for R1 every k D steps: k + 1 Adam steps take the
+    place of k, so D's lr is scaled by it and its betas raised to it (1.0 for k = 1)."""
+    return interval / (interval + 1) if interval > 1 else 1.0
+
+
+def lazy_r1_adam(adam: dict, interval: int) -> dict:
+    """D's Adam settings for ``loss.r1_interval`` (unchanged for 1, the paper)."""
+    if interval == 1:
+        return adam
+    ratio = lazy_r1_ratio(interval)
+    return {**adam, "lr": adam["lr"] * ratio, "betas": tuple(b ** ratio for b in adam["betas"])}
 
 
 def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:

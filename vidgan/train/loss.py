@@ -3,7 +3,8 @@
 Phases, in the manner of stylegan2-ada-pytorch's ``training/loss.py``:
 
 - ``D_main``: non-saturating logistic loss over every discriminator head (``loss.combine``),
-- ``D_r1``: lambda * R1 (Eq. 10) over every head's real inputs,
+- ``D_r1``: lambda * R1 (Eq. 10) over every head's real inputs (or, lazy, its own phase
+  every ``loss.r1_interval`` D steps: ``discriminator_r1``),
 - ``G_main``: the non-saturating generator loss over every head,
 
 plus any named term a head contributes. Heads are the entries of the discriminator's output
@@ -119,30 +120,49 @@ class GANLoss:
                 terms[f"{phase}_{name}_{key}"] = weight * value  # e.g. D_frame_mi
         return terms
 
-    def discriminator(self, real: torch.Tensor, y: Optional[torch.Tensor]) -> PhaseResult:
-        """D main + D R1 (+ heads' terms) on a real batch (B, 3, T, H, W) in [-1, 1].
+    def _real_inputs(self, real: torch.Tensor, need_grad: bool) -> Dict[str, torch.Tensor]:
+        """Every head's real input: targets S^D reduced like G's levels. With ``need_grad``, one
+        leaf per head, so R1 (Eq. 10) is each head's own gradient norm even when two heads
+        judge the same level."""
+        m = self.model
+        targets = real_targets(real, m.subsample, m.dis_levels, self.D.batch_stride)
+        inputs = self.D.head_inputs(targets)
+        return {name: x.detach().requires_grad_(True) for name, x in inputs.items()} \
+            if need_grad else inputs
+
+    def discriminator(self, real: torch.Tensor, y: Optional[torch.Tensor],
+                      r1: bool = True) -> PhaseResult:
+        """D main + D R1 (+ heads' terms) on a real batch (B, 3, T, H, W) in [-1, 1]; without
+        ``r1`` (lazy R1, ``loss.r1_interval`` > 1), D main and the heads' terms only.
 
         Fakes come from G without gradient; conditional fakes take the real batch's labels
-        (labels drawn from the class prior). Real targets S^D are reduced like G's levels.
+        (labels drawn from the class prior).
         """
-        m = self.model
         z = self.G.sample_z(real.shape[0])
         with torch.no_grad():
             fakes = self.G(z, y)
-        targets = real_targets(real, m.subsample, m.dis_levels, self.D.batch_stride)
-        # One leaf per head, so R1 (Eq. 10) is each head's own gradient norm even when two
-        # heads judge the same level.
-        inputs = {name: x.detach().requires_grad_(True)
-                  for name, x in self.D.head_inputs(targets).items()}
+        inputs = self._real_inputs(real, need_grad=r1)
         real_logits, real_aux = split_outputs(self.D(inputs, y))
         fake_logits, fake_aux = split_outputs(self.D(fakes, y))
-        r1 = r1_penalty(inputs, real_logits)
-        terms = {"D_main": d_loss(real_logits, fake_logits, self.cfg.combine),
-                 "D_r1": self.cfg.r1_weight * r1,  # Eq. (10) added to the D loss
-                 **self._extra_terms("D", real_aux, fake_aux, self.G.memory_condition(z))}
-        return PhaseResult(sum(terms.values()), terms, {"loss/R1": r1},
+        terms = {"D_main": d_loss(real_logits, fake_logits, self.cfg.combine)}
+        stats = {}
+        if r1:
+            stats["loss/R1"] = r1_penalty(inputs, real_logits)
+            terms["D_r1"] = self.cfg.r1_weight * stats["loss/R1"]  # Eq. (10) added to the D loss
+        terms.update(self._extra_terms("D", real_aux, fake_aux, self.G.memory_condition(z)))
+        return PhaseResult(sum(terms.values()), terms, stats,
                            {"real": real_logits, "fake": fake_logits},
                            {"real": real_aux, "fake": fake_aux})
+
+    def discriminator_r1(self, real: torch.Tensor, y: Optional[torch.Tensor],
+                         weight: float) -> PhaseResult:
+        """Lazy R1 (StyleGAN2's "Dreg" phase): ``weight`` * Eq. (10) on a real batch alone,
+        its own D step every ``loss.r1_interval`` D steps (weight = interval * lambda)."""
+        inputs = self._real_inputs(real, need_grad=True)
+        real_logits, real_aux = split_outputs(self.D(inputs, y))
+        r1 = r1_penalty(inputs, real_logits)
+        return PhaseResult(weight * r1, {"D_r1": weight * r1}, {"loss/R1": r1},
+                           {"real": real_logits}, {"real": real_aux})
 
     def generator(self, batch_size: int, y: Optional[torch.Tensor]) -> PhaseResult:
         """G main (+ heads' terms). D's weights get no gradient here: autograd records
