@@ -171,7 +171,7 @@ def test_levels_side_by_side_match_each_renderer(G):
 
 def test_levels_png_strip(ckpt, G, tmp_path, capsys):
     code, err = run_cli(capsys, "--checkpoint", ckpt, "--out", tmp_path, "--n", 1, "--levels",
-                        "--png-strip", "--seed", 6)
+                        "--png-strip", "--seed", 6, "--device", "cpu")
     assert code == 0, err
     image = np.asarray(Image.open(tmp_path / "levels_clip_0000.png"))
     assert image.shape == (64, 8 * 260 - 1, 3)  # 8 frames of 259 px, 1 px apart
