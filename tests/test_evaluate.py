@@ -87,6 +87,44 @@ def test_evaluate_generator_is_equals_the_score_of_its_clips(cfg, c3d):
     assert 1.0 <= scores["is"] <= 2.0  # 2 samples: IS is at most 2
 
 
+def _numpy_scores(features, logits, mu, cov, test_logits):
+    """IS, FID and DDM as vidgan computed them before issue 13: float64 numpy on the CPU
+    (FID through the N x N matrix A cov A^T / (N-1), DDM by the log-sum-exp of Eq. 3.4)."""
+    f = np.asarray(features, dtype=np.float64)
+    probs = F.softmax(torch.from_numpy(np.asarray(logits)), dim=1).double().numpy() + 1e-20
+    is_ = np.exp((probs * (np.log(probs) - np.log(probs.mean(0, keepdims=True)))).sum(1).mean())
+    n, a = len(f), f - f.mean(0)
+    w = np.linalg.eigvalsh(a @ cov @ a.T / (n - 1))
+    w = np.where(w > max(w.max(), 0) * len(w) * np.finfo(np.float64).eps, w, 0.0)
+    fid = ((mu - f.mean(0)) ** 2).sum() + np.trace(cov) + (a * a).sum() / (n - 1) \
+        - 2 * np.sqrt(w).sum()
+    t, g = np.asarray(test_logits, np.float64), np.asarray(logits, np.float64)
+    d = -((t[:, None] - g[None]) ** 2).sum(-1) / 2
+    top = d.max(1, keepdims=True)
+    ddm_ = -(np.log(np.exp(d - top).mean(1)) + top[:, 0]).mean()
+    return {"is": is_, "fid": fid, "ddm": ddm_}
+
+
+def test_scores_equal_the_numpy_implementation(cfg, c3d):
+    """The statistics moved to torch on the features' device (issue 13): same numbers."""
+    from vidgan.evaluate import RealStats
+    G = build_generator(cfg)
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(12, 4096)) * rng.uniform(0.1, 2.0, 4096)
+    mu, cov = mean_cov(real)
+    stats = RealStats(mu=mu, cov=cov, test_logits=rng.normal(size=(5, 101)).astype(np.float32))
+    scores = evaluate_generator(G, c3d, metrics=["is", "fid", "ddm"], n_samples=6,
+                                batch_size=3, device="cpu", seed=4, real_stats=stats)
+    clips = list(generated_clips(G, 6, 3, torch.device("cpu"), seed=4))
+    with torch.inference_mode():
+        features, logits = zip(*(c3d.extract(x) for x in clips))
+    expected = _numpy_scores(torch.cat(features).numpy(), torch.cat(logits).numpy(), mu, cov,
+                             stats.test_logits)
+    for name in ("is", "fid", "ddm"):
+        assert scores[name] == pytest.approx(expected[name], rel=1e-9), name
+    np.testing.assert_allclose(mean_cov(torch.from_numpy(real))[1], np.cov(real.T), rtol=1e-9)
+
+
 def test_fid_and_ddm_need_real_statistics(cfg, c3d):
     with pytest.raises(ValueError, match="load_real_stats"):
         evaluate_generator(build_generator(cfg), c3d, metrics=["is", "fid"], n_samples=2,

@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -79,22 +79,37 @@ class RealStats:
     # the synthetic metric's scores of real training clips: its colour spread and motion
     # are reported as ratios to these
     synthetic: Optional[Dict[str, float]] = None
+    # device copies of the arrays above, made once per device (the covariance is 134 MB)
+    _on_device: Dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False,
+                                                  compare=False)
+
+    def on(self, name: str, device: torch.device) -> torch.Tensor:
+        """Field ``name`` as a tensor on ``device`` (float64 for mu and cov), cached."""
+        key = (name, str(device))
+        if key not in self._on_device:
+            value = torch.as_tensor(getattr(self, name))
+            self._on_device[key] = value.to(device, torch.float64 if name != "test_logits"
+                                            else value.dtype)
+        return self._on_device[key]
 
 
 # ------------------------------------------------------------------ clips -> scores
 @torch.inference_mode()
 def classify(c3d: C3D, clips: Iterable[torch.Tensor], device: torch.device,
              progress: Optional[tqdm] = None):
-    """(fc7 features (N, 4096), fc8 logits (N, 101)) as float32 numpy for batches of clips in
-    [-1, 1], (B, 3, 16, H, W)."""
+    """(fc7 features (N, 4096), fc8 logits (N, 101)) as float32 tensors on ``device`` for
+    batches of clips in [-1, 1], (B, 3, 16, H, W).
+
+    They stay on the device (no copy, no sync per batch): the statistics that follow run
+    there too (issue 13)."""
     features, logits = [], []
     for x in clips:
         f, y = c3d.extract(x.to(device, non_blocking=True))
-        features.append(f.cpu())
-        logits.append(y.cpu())
+        features.append(f)
+        logits.append(y)
         if progress is not None:
             progress.update(len(x))
-    return torch.cat(features).numpy(), torch.cat(logits).numpy()
+    return torch.cat(features), torch.cat(logits)
 
 
 def check_metrics(metrics: Sequence[str], real_stats: Optional[RealStats]) -> None:
@@ -111,19 +126,23 @@ def check_metrics(metrics: Sequence[str], real_stats: Optional[RealStats]) -> No
                          "get them with load_real_stats")
 
 
-def compute_scores(features: np.ndarray, logits: np.ndarray, metrics: Sequence[str],
+def compute_scores(features, logits, metrics: Sequence[str],
                    real_stats: Optional[RealStats] = None, splits: int = 1) -> Dict[str, float]:
-    """The requested C3D metrics of one set of samples (others in ``metrics`` are skipped)."""
+    """The requested C3D metrics of one set of samples (others in ``metrics`` are skipped);
+    ``features`` and ``logits`` are tensors (FID and DDM run on their device) or arrays."""
     check_metrics(metrics, real_stats)
+    features, logits = torch.as_tensor(features), torch.as_tensor(logits)
     out = {}
     if "is" in metrics:
         # softmax in fp32, then float64, as the official inception_score
-        probs = F.softmax(torch.from_numpy(logits), dim=1).double().numpy()
+        probs = F.softmax(logits.float(), dim=1).double().cpu().numpy()
         out["is"] = inception_score(probs, splits=splits)[0]
     if "fid" in metrics:
-        out["fid"] = frechet_distance_to_features(real_stats.mu, real_stats.cov, features)
+        out["fid"] = frechet_distance_to_features(real_stats.on("mu", features.device),
+                                                  real_stats.on("cov", features.device),
+                                                  features)
     if "ddm" in metrics:
-        out["ddm"] = ddm(real_stats.test_logits, logits)
+        out["ddm"] = ddm(real_stats.on("test_logits", logits.device), logits)
     return out
 
 
@@ -311,6 +330,7 @@ def split_statistics(cfg: Config, c3d: C3D, split: str, *, device: torch.device 
                            cfg.data.num_workers)
         features, logits = classify(c3d, clips, device, bar)
     mu, cov = mean_cov(features)
+    logits = logits.cpu().numpy()
     if split != "train":  # only FID's training-split covariance is used (134 MB in float64)
         cov = np.zeros((0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
