@@ -13,6 +13,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader
 
+from vidgan import distributed
 from vidgan.config import Config
 from vidgan.signals import ignore_in_worker
 from vidgan.data.clips import (ClipDecodeError, ClipGeometry, ClipSampler, DataError,
@@ -149,14 +150,17 @@ def build_dataset(cfg: Config, split: Optional[str] = None, augment: Optional[bo
 def build_loader(dataset: VideoClipDataset, cfg: Config, start_sample: int = 0) -> DataLoader:
     """Endless loader of (uint8 video (B, 3, T, H, W), label (B,), skipped [(file, reason)]).
 
-    ``start_sample`` skips that many samples of the stream (resume). The loader gets its own
+    ``start_sample`` skips that many samples of the global stream (resume); under torchrun
+    each process loads its share of every global batch (``ClipSampler``). The loader gets its own
     torch.Generator so creating it never consumes the global RNG, which the checkpoint restores.
     Clip randomness comes from the sampler's seeds, so workers need no seeding of their own.
     Workers ignore the run signals (vidgan.signals): the main process checkpoints and stops.
     """
     workers = cfg.data.num_workers
-    return DataLoader(dataset, batch_size=cfg.train.batch_size,
-                      sampler=ClipSampler(len(dataset), cfg.train.seed, start_sample),
+    batch = distributed.local_batch(cfg.train.batch_size)  # this process's share (torchrun)
+    sampler = ClipSampler(len(dataset), cfg.train.seed, start_sample, distributed.rank(),
+                          distributed.world_size(), batch)
+    return DataLoader(dataset, batch_size=batch, sampler=sampler,
                       num_workers=workers, collate_fn=collate_clips,
                       pin_memory=torch.cuda.is_available(),
                       persistent_workers=False, prefetch_factor=4 if workers else None,
@@ -165,5 +169,7 @@ def build_loader(dataset: VideoClipDataset, cfg: Config, start_sample: int = 0) 
 
 
 def normalize(video: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], on whatever device the batch already is."""
-    return video.float().div_(127.5).sub_(1.0)
+    """uint8 [0, 255] -> float [-1, 1], on whatever device the batch already is (float32; a
+    float64 batch of 0..255 values stays float64, for exactness tests in double precision)."""
+    dtype = torch.float64 if video.dtype == torch.float64 else torch.float32
+    return video.to(dtype).div_(127.5).sub_(1.0)

@@ -150,11 +150,20 @@ class ClipSampler(Sampler):
     """Endless stream of ``(index, clip_seed)``: a fresh permutation per epoch.
 
     Everything is a function of (seed, position in the stream), so ``start`` resumes the
-    stream exactly where a checkpoint left it, in O(1).
+    stream exactly where a checkpoint left it, in O(1). The stream is global: with ``world``
+    processes taking ``local_batch`` samples each, process ``rank`` gets its slice of every
+    global batch of ``world * local_batch``, so the clips a run sees do not depend on the
+    number of processes, and a checkpoint resumes with any number.
     """
 
-    def __init__(self, n: int, seed: int, start: int = 0):
+    def __init__(self, n: int, seed: int, start: int = 0, rank: int = 0, world: int = 1,
+                 local_batch: int = 1):
         self.n, self.seed, self.start = n, seed, start
+        self.rank, self.world, self.local_batch = rank, world, local_batch
+
+    def _mine(self, position: int) -> bool:
+        return self.world == 1 or \
+            position % (self.world * self.local_batch) // self.local_batch == self.rank
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         epoch, offset = divmod(self.start, self.n)
@@ -162,6 +171,6 @@ class ClipSampler(Sampler):
             epoch_seed = self.seed * 1_000_003 + epoch
             perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed))
             for pos in range(offset, self.n):
-                yield int(perm[pos]), epoch_seed * self.n + pos
+                if self._mine(epoch * self.n + pos):
+                    yield int(perm[pos]), epoch_seed * self.n + pos
             epoch, offset = epoch + 1, 0
-

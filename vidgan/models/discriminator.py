@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vidgan import distributed
 from vidgan.config import ModelConfig
 from vidgan.models.conv import FastConv3d
 from vidgan.models.init import RESIDUAL_GAIN, glorot_
@@ -142,7 +143,8 @@ def draw_frames(batch: int, n_frames: int, k: int, device: torch.device) -> torc
 def select_frames(video: torch.Tensor, k: int) -> torch.Tensor:
     """(B, 3, T, H, W) -> (B * k, 3, H, W), k random distinct frames of each video."""
     b, t = video.shape[0], video.shape[2]
-    idx = draw_frames(b, t, k, video.device)  # (B, k)
+    # drawn for the global batch, this process's rows kept (vidgan.distributed)
+    idx = distributed.shard(draw_frames(b * distributed.world_size(), t, k, video.device))
     frames = video.transpose(1, 2)[torch.arange(b, device=video.device)[:, None], idx]
     return frames.flatten(0, 1)  # (B * k, 3, H, W), video-major
 
@@ -204,14 +206,21 @@ class MemoryFrameDiscriminator(nn.Module):
         distance of raw q to K_c, where the paper writes a negative cosine)."""
         if condition is None:
             return {}
-        keys = condition.repeat_interleave(self.frames_per_video, dim=0).float()
-        return {"mi": (fake_aux["q"].float() - keys).pow(2).mean()}
+        dtype = self.memory.keys.dtype  # float32 under autocast too
+        keys = condition.repeat_interleave(self.frames_per_video, dim=0).to(dtype)
+        return {"mi": (fake_aux["q"].to(dtype) - keys).pow(2).mean()}
 
     def after_step(self, real_aux, fake_aux) -> Dict[str, torch.Tensor]:
-        """Write the real queries (label 1), then the fake ones (label 0); return diagnostics."""
-        q_real, q_fake = real_aux["q"].detach(), fake_aux["q"].detach()
+        """Write the real queries (label 1), then the fake ones (label 0); return diagnostics.
+
+        Across processes, the queries of the global batch (gathered in rank order) are
+        written on every process alike, so the memory stays identical everywhere and equal
+        to one process's (vidgan.distributed)."""
+        q_real = distributed.gather(real_aux["q"].detach())
+        q_fake = distributed.gather(fake_aux["q"].detach())
         stats = self.memory.diagnostics(q_real)
-        stats.update(p_real=real_aux["p"].detach().mean(), p_fake=fake_aux["p"].detach().mean())
+        stats.update(p_real=distributed.gather(real_aux["p"].detach()).mean(),
+                     p_fake=distributed.gather(fake_aux["p"].detach()).mean())
         stats["resets_real"] = self.memory.update(q_real, 1)["resets"]
         stats["resets_fake"] = self.memory.update(q_fake, 0)["resets"]
         return stats

@@ -45,8 +45,9 @@ class VMFMemory(nn.Module):
 
     # ---------------------------------------------------------------- read
     def _similarities(self, q: torch.Tensor) -> torch.Tensor:
-        """(B, M) raw queries -> (q_hat (B, M), s (B, N) = q_hat . K_i), in float32."""
-        q_hat = F.normalize(q.float(), dim=1)
+        """(B, M) raw queries -> (q_hat (B, M), s (B, N) = q_hat . K_i), in the memory's dtype
+        (float32, float64 in double-precision tests), whatever autocast does."""
+        q_hat = F.normalize(q.to(self.keys.dtype), dim=1)
         return q_hat, q_hat @ self.keys.t()
 
     def _read_slots(self, s: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,41 @@ from typing import Optional
 import torch
 from torch import nn
 
+from vidgan import distributed
+
 # Chainer's BatchNormalization defaults: eps 2e-5, running average decay 0.9 (momentum 0.1).
 BN_EPS = 2e-5
 BN_MOMENTUM = 0.1
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose training statistics are those of the global batch when the
+    batch is split over processes (TGANv2 trained with ChainerMN's multi-node BN; issue 14).
+    ``nn.SyncBatchNorm`` does the same on GPUs only; this one also works with gloo on the CPU.
+    One process: exactly ``nn.BatchNorm2d`` (same code path, same state-dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and distributed.is_distributed()):
+            return super().forward(x)
+        # Two passes, as F.batch_norm: the global mean, then the global centred sum of squares;
+        # all_sum's backward sums the gradients over ranks, so the normalisation's gradient is
+        # that of the global batch.
+        count = x.numel() // x.shape[1] * distributed.world_size()
+        dims = (0, 2, 3)
+        h = x if x.dtype == torch.float64 else x.float()
+        mean = distributed.all_sum(h.sum(dims)) / count
+        centred = h - mean[None, :, None, None]
+        var = distributed.all_sum(centred.pow(2).sum(dims)) / count  # biased, to normalise
+        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            m = self.momentum
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+            self.running_var.lerp_((var * count / max(count - 1, 1)).to(self.running_var.dtype),
+                                   m)
+        return y.to(x.dtype)
 
 
 class CategoricalConditionalBatchNorm2d(nn.Module):
@@ -14,7 +46,7 @@ class CategoricalConditionalBatchNorm2d(nn.Module):
 
     def __init__(self, num_features: int, n_classes: int):
         super().__init__()
-        self.bn = nn.BatchNorm2d(num_features, eps=BN_EPS, momentum=BN_MOMENTUM, affine=False)
+        self.bn = GlobalBatchNorm2d(num_features, eps=BN_EPS, momentum=BN_MOMENTUM, affine=False)
         self.gamma = nn.Embedding(n_classes, num_features)
         self.beta = nn.Embedding(n_classes, num_features)
         nn.init.ones_(self.gamma.weight)
@@ -35,7 +67,7 @@ class GeneratorNorm(nn.Module):
         super().__init__()
         self.conditional = n_classes > 0
         self.norm = (CategoricalConditionalBatchNorm2d(num_features, n_classes) if self.conditional
-                     else nn.BatchNorm2d(num_features, eps=BN_EPS, momentum=BN_MOMENTUM))
+                     else GlobalBatchNorm2d(num_features, eps=BN_EPS, momentum=BN_MOMENTUM))
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.norm(x, y) if self.conditional else self.norm(x)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from vidgan import signals
+from vidgan import distributed, signals
 from vidgan.checkpoint import (CheckpointError, checkpoint_dir, checkpoint_step, list_checkpoints,
                                list_diverged, load_checkpoint, pin_checkpoint, remove_partial_saves,
                                rng_state, save_checkpoint, set_aside, set_rng_state)
@@ -54,8 +54,16 @@ class Trainer:
         self.r1_interval = cfg.loss.r1_interval
         self.out_dir = Path(t.out_dir)
         resume = resume or resume_from is not None
-        prepare_run_dir(self.out_dir, resume, overwrite)
         self.device = resolve_device(t.device)
+        if distributed.launched_by_torchrun():  # one process per device (torchrun)
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", distributed.local_rank())
+            distributed.init_from_env(self.device.type)
+        self.batch = distributed.local_batch(t.batch_size)  # this process's share
+        self.main = distributed.is_main()  # rank 0 alone writes files
+        if self.main:
+            prepare_run_dir(self.out_dir, resume, overwrite)
+        distributed.barrier()
         torch.manual_seed(t.seed)
         np.random.seed(t.seed)
         random.seed(t.seed)
@@ -82,13 +90,15 @@ class Trainer:
                         if cfg.model.n_classes else None)
         if resume:
             self._resume(Path(resume_from) if resume_from else None)
-        self.dataset = build_dataset(cfg, cfg.data.subset, augment=True)
+        with distributed.main_first():  # rank 0 writes the data or the manifest, then the others read it
+            self.dataset = build_dataset(cfg, cfg.data.subset, augment=True)
         self.data_summary = (f"data: {cfg.data.dataset} '{cfg.data.root}' ({cfg.data.subset}): "
                              f"{len(self.dataset)} videos, "
                              f"{summarize_excluded(self.dataset.excluded)}")
-        tqdm.write(self.data_summary)
-        for path, reason in self.dataset.excluded[:20]:
-            tqdm.write(f"  excluded {path}: {reason}")
+        if self.main:
+            tqdm.write(self.data_summary)
+            for path, reason in self.dataset.excluded[:20]:
+                tqdm.write(f"  excluded {path}: {reason}")
         if cfg.model.n_classes and len(self.dataset.classes) > cfg.model.n_classes:
             raise ValueError(f"model.n_classes={cfg.model.n_classes} but data.root "
                              f"'{cfg.data.root}' has {len(self.dataset.classes)} classes")
@@ -171,10 +181,11 @@ class Trainer:
             try:
                 return path, load_checkpoint(path, map_location=self.device)
             except CheckpointError as err:
-                aside = set_aside(path, path.name + ".unreadable")
                 failed.append(path.name)
-                tqdm.write(f"warning: {err}; moved it to {aside.name} and trying the previous "
-                           f"checkpoint")
+                if self.main:
+                    aside = set_aside(path, path.name + ".unreadable")
+                    tqdm.write(f"warning: {err}; moved it to {aside.name} and trying the "
+                               f"previous checkpoint")
         raise CheckpointError(f"--resume: no readable checkpoint in "
                               f"{checkpoint_dir(self.out_dir)}: {', '.join(failed)} could not be "
                               f"read (now *.unreadable)")
@@ -183,7 +194,11 @@ class Trainer:
         # No pruning during a non-finite streak: if it turns into a divergence, the older
         # checkpoints are the healthy ones (stop_diverged).
         keep = self.cfg.train.keep_checkpoints if self.nonfinite_streak == 0 else None
-        return save_checkpoint(self.state_dict(), self.out_dir, self.step, keep)
+        path = checkpoint_dir(self.out_dir) / f"ckpt_{self.step:08d}.pt"
+        if self.main:  # every rank holds the same state; the others wait for the file
+            path = save_checkpoint(self.state_dict(), self.out_dir, self.step, keep)
+        distributed.barrier()
+        return path
 
     def stop_diverged(self) -> NonFiniteLossError:
         """Keep the last healthy state of a run that ``train.max_nonfinite`` stops.
@@ -193,6 +208,10 @@ class Trainer:
         and the state now are set aside as ``diverged_<step>.pt``, which ``--resume`` skips.
         """
         first_bad = self.step - self.nonfinite_streak + 1  # the step the streak began with
+        if not self.main:
+            distributed.barrier()  # rank 0 sets the files aside
+            return NonFiniteLossError(f"non-finite losses from step {first_bad}; rank 0 "
+                                      f"reports the files")
         healthy = None
         for path in list_checkpoints(self.out_dir):
             if checkpoint_step(path) >= first_bad:
@@ -208,6 +227,7 @@ class Trainer:
         else:
             advice = ("no checkpoint precedes it; start again (--overwrite replaces this run "
                       "directory)")
+        distributed.barrier()
         return NonFiniteLossError(
             f"{self.nonfinite_streak} consecutive iterations had a non-finite loss (steps "
             f"{first_bad}-{self.step}); stopped. The diverged state is in {diverged}; {advice}. "
@@ -250,7 +270,7 @@ class Trainer:
             result = self.loss.discriminator(real, y, r1=not lazy)
         self.opt_D.zero_grad(set_to_none=True)
         result.total.backward()
-        ok = self._step_if_finite(self.opt_D, result.total)
+        ok = self._step_if_finite(self.opt_D, self.D, result.total)
         if ok:
             self.loss.after_discriminator_step(result)
         metrics = {"loss/D": result.total.detach(), **_logged(result)}
@@ -260,21 +280,25 @@ class Trainer:
                                                  self.r1_interval * self.cfg.loss.r1_weight)
             self.opt_D.zero_grad(set_to_none=True)
             reg.total.backward()
-            ok = self._step_if_finite(self.opt_D, reg.total) and ok
+            ok = self._step_if_finite(self.opt_D, self.D, reg.total) and ok
             self.r1_metrics = {f"loss/{k}": v.detach() for k, v in reg.terms.items()}
             self.r1_metrics.update({k: v.detach() for k, v in reg.stats.items()})
         return {**metrics, **self.r1_metrics}, ok
 
     def generator_step(self, y: Optional[torch.Tensor]) -> Tuple[Dict, bool]:
         with self.amp:
-            result = self.loss.generator(self.cfg.train.batch_size, y)
+            result = self.loss.generator(self.batch, y)
         self.opt_G.zero_grad(set_to_none=True)
         result.total.backward()
-        ok = self._step_if_finite(self.opt_G, result.total)
+        ok = self._step_if_finite(self.opt_G, self.G, result.total)
         return {"loss/G": result.total.detach(), **_logged(result)}, ok
 
     @staticmethod
-    def _step_if_finite(opt: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+    def _step_if_finite(opt: torch.optim.Optimizer, model: torch.nn.Module,
+                        loss: torch.Tensor) -> bool:
+        """Average the gradients over processes (torchrun; the loss comes back averaged too,
+        so every process decides alike), then step unless the loss is not finite."""
+        loss = distributed.average_gradients(model.parameters(), loss)
         if not torch.isfinite(loss):
             opt.zero_grad(set_to_none=True)
             return False
@@ -366,18 +390,23 @@ class Trainer:
         iteration, write a checkpoint and return early; SIGUSR1 writes one and trains on.
         """
         t, ev = self.cfg.train, self.cfg.eval
-        write_config(self.out_dir, self.cfg)
-        writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step)
-        excluded = "\n".join(f"    {p}: {r}" for p, r in self.dataset.excluded)
-        writer.add_text("data/index", f"    {self.data_summary}\n{excluded}", self.step)
-        bar = tqdm(total=t.iterations, initial=self.step, desc="train", dynamic_ncols=True)
+        if self.main:  # rank 0 alone writes the config, the log, samples and checkpoints
+            write_config(self.out_dir, self.cfg)
+            writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step)
+            excluded = "\n".join(f"    {p}: {r}" for p, r in self.dataset.excluded)
+            writer.add_text("data/index", f"    {self.data_summary}\n{excluded}", self.step)
+        else:
+            writer = NullWriter()
+        bar = tqdm(total=t.iterations, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not self.main)
         last_time, last_step = time.perf_counter(), self.step
         path, saved_step, batches = None, None, None
         with signals.RunSignals() as received:
             try:
                 with signals.held():  # the workers start here and must not see a signal yet
                     batches = iter(self.loader)
-                while self.step < t.iterations and received.stop is None:
+                stop = None
+                while self.step < t.iterations and stop is None:
                     lr = self._set_lr()
                     try:
                         metrics = self.train_step(batches)
@@ -394,7 +423,7 @@ class Trainer:
                         now = time.perf_counter()
                         its = (self.step - last_step) / max(now - last_time, 1e-9)
                         last_time, last_step = now, self.step
-                        values = {k: float(v) for k, v in metrics.items()}
+                        values = averaged(metrics, self.device)
                         values.update({"lr": lr, "it_per_s": its})
                         for k, v in values.items():
                             writer.add_scalar(k, v, self.step)
@@ -402,25 +431,27 @@ class Trainer:
                                          "G": f"{values['loss/G']:.3f}",
                                          "R1": f"{values.get('loss/R1', float('nan')):.3g}",
                                          "it/s": f"{its:.2f}"})
-                    if ev.sample_interval and self.step % ev.sample_interval == 0:
+                    if ev.sample_interval and self.step % ev.sample_interval == 0 and self.main:
                         self.write_samples(writer)
                     if self.eval_metrics and ev.interval and self.step % ev.interval == 0:
                         self.evaluate(writer)
-                    requested = received.take_save_request()  # SIGUSR1
+                    # a signal to any process stops (or checkpoints) all at this iteration
+                    stop, requested = agreed_signals(received, self.device)
                     if self.step % t.checkpoint_interval == 0 or requested:
                         path, saved_step = self.save(), self.step
                         if requested:
                             tqdm.write(f"SIGUSR1: checkpoint {path}; training on")
-                if received.stop is not None:
-                    tqdm.write(f"received signal {received.stop}: writing a checkpoint")
+                if stop is not None and self.main:
+                    tqdm.write(f"received signal {stop}: writing a checkpoint")
                 if saved_step != self.step:
                     path = self.save()
-                if ev.sample_interval and self.step % ev.sample_interval != 0:
+                if ev.sample_interval and self.step % ev.sample_interval != 0 and self.main:
                     self.write_samples(writer)
                 if self.eval_metrics and ev.interval and self.step % ev.interval != 0 \
-                        and received.stop is None:  # the final model is always scored
+                        and stop is None:  # the final model is always scored
                     self.evaluate(writer)
-                tqdm.write(f"step {self.step}: checkpoint {path}")
+                if self.main:
+                    tqdm.write(f"step {self.step}: checkpoint {path}")
             finally:
                 # Shut the workers down while the signals are still only flags: a second
                 # signal now must not kill this process on the way out.
@@ -431,7 +462,7 @@ class Trainer:
                 except OSError as err:  # e.g. a full disk: the checkpoint matters, not the log
                     tqdm.write(f"warning: TensorBoard log in {self.out_dir / 'tb'} incomplete "
                                f"({err})")
-        self.interrupted_by = received.stop
+        self.interrupted_by = stop
         return path
 
 
@@ -447,6 +478,39 @@ def lazy_r1_adam(adam: dict, interval: int) -> dict:
         return adam
     ratio = lazy_r1_ratio(interval)
     return {**adam, "lr": adam["lr"] * ratio, "betas": tuple(b ** ratio for b in adam["betas"])}
+
+
+class NullWriter:
+    """What ranks other than 0 log to: nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def add_text(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def agreed_signals(received: "signals.RunSignals", device: torch.device
+                   ) -> Tuple[Optional[int], bool]:
+    """(stop signal or None, checkpoint requested) as every process sees it: a signal that
+    reached any one of them counts for all (one tiny all-reduce per iteration under torchrun,
+    none otherwise)."""
+    requested = received.take_save_request()  # SIGUSR1
+    if not distributed.is_distributed():
+        return received.stop, requested
+    stop, requested = distributed.max_over_ranks([received.stop or 0, int(requested)], device)
+    return stop or None, bool(requested)
+
+
+def averaged(metrics: Dict, device: torch.device) -> Dict[str, float]:
+    """Logged scalars as floats, averaged over processes (one all-reduce under torchrun)."""
+    names = list(metrics)
+    values = torch.stack([torch.as_tensor(metrics[k], dtype=torch.float64).to(device)
+                          for k in names])
+    return dict(zip(names, distributed.mean_over_ranks(values).tolist()))
 
 
 def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:

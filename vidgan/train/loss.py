@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vidgan import distributed
 from vidgan.config import LossConfig, ModelConfig
 from vidgan.data.targets import real_targets
 
@@ -64,6 +65,15 @@ def g_loss(fake_logits: Logits, combine: str = "sum") -> torch.Tensor:
     if combine == "sum":
         return F.softplus(-sum(fake)).mean()
     return sum(F.softplus(-f).mean() for f in fake) / len(fake)
+
+
+def global_r1(real_inputs: Logits, real_logits: Logits) -> torch.Tensor:
+    """``r1_penalty`` of this process's share of the batch times the number of processes:
+    averaged over processes (as the gradients are), it is the sum over the global batch that
+    Eq. (10) asks for. One process: ``r1_penalty``."""
+    r1 = r1_penalty(real_inputs, real_logits)
+    n = distributed.world_size()
+    return r1 if n == 1 else r1 * n
 
 
 def r1_penalty(real_inputs: Logits, real_logits: Logits) -> torch.Tensor:
@@ -104,6 +114,11 @@ class GANLoss:
         _check_combine(loss.combine)
         self.G, self.D, self.model, self.cfg = G, D, model, loss
 
+    def sample_z(self, batch_size: int) -> torch.Tensor:
+        """Latents for this process's ``batch_size`` videos: drawn for the global batch and
+        sliced, so N processes see the z one process would (vidgan.distributed)."""
+        return distributed.shard(self.G.sample_z(batch_size * distributed.world_size()))
+
     def _heads_with(self, hook: str):
         for name in self.D.head_levels:
             head = self.D.head(name)
@@ -138,7 +153,7 @@ class GANLoss:
         Fakes come from G without gradient; conditional fakes take the real batch's labels
         (labels drawn from the class prior).
         """
-        z = self.G.sample_z(real.shape[0])
+        z = self.sample_z(real.shape[0])
         with torch.no_grad():
             fakes = self.G(z, y)
         inputs = self._real_inputs(real, need_grad=r1)
@@ -147,7 +162,7 @@ class GANLoss:
         terms = {"D_main": d_loss(real_logits, fake_logits, self.cfg.combine)}
         stats = {}
         if r1:
-            stats["loss/R1"] = r1_penalty(inputs, real_logits)
+            stats["loss/R1"] = global_r1(inputs, real_logits)
             terms["D_r1"] = self.cfg.r1_weight * stats["loss/R1"]  # Eq. (10) added to the D loss
         terms.update(self._extra_terms("D", real_aux, fake_aux, self.G.memory_condition(z)))
         return PhaseResult(sum(terms.values()), terms, stats,
@@ -160,7 +175,7 @@ class GANLoss:
         its own D step every ``loss.r1_interval`` D steps (weight = interval * lambda)."""
         inputs = self._real_inputs(real, need_grad=True)
         real_logits, real_aux = split_outputs(self.D(inputs, y))
-        r1 = r1_penalty(inputs, real_logits)
+        r1 = global_r1(inputs, real_logits)
         return PhaseResult(weight * r1, {"D_r1": weight * r1}, {"loss/R1": r1},
                            {"real": real_logits}, {"real": real_aux})
 
@@ -169,7 +184,7 @@ class GANLoss:
         requires_grad when the graph is built, so the backward that follows skips them."""
         self.D.requires_grad_(False)
         try:
-            z = self.G.sample_z(batch_size)
+            z = self.sample_z(batch_size)
             fake_logits, fake_aux = split_outputs(self.D(self.G(z, y), y))
             terms = {"G_main": g_loss(fake_logits, self.cfg.combine),
                      **self._extra_terms("G", None, fake_aux, self.G.memory_condition(z))}
