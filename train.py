@@ -7,7 +7,7 @@ checkpoint under runs/demo/.
 import argparse
 import sys
 
-from vidgan import signals
+from vidgan import distributed, signals
 from vidgan.checkpoint import CheckpointError
 from vidgan.config import ConfigError, load_config
 from vidgan.metrics.synthetic import report
@@ -43,6 +43,8 @@ def main(argv=None) -> int:
             ValueError) as err:  # bad input or a stopped run: one line (+ file lists)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()  # torchrun: leave the process group
     return 128 + trainer.interrupted_by if trainer.interrupted_by else 0
 
 

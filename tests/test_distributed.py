@@ -126,3 +126,41 @@ def test_torchrun_two_processes_one_run_directory_then_resume_in_one(tmp_path, s
     assert one.returncode == 0, one.stderr[-3000:]
     assert "resumed from" in one.stdout + one.stderr
     assert (out / "checkpoints" / "ckpt_00000003.pt").is_file()
+
+
+def _evaluate(rank, world, port, out):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from tests.conftest import tiny_config
+    from vidgan import distributed
+    from vidgan.evaluate import evaluate_generator
+    from vidgan.metrics import C3D
+    from vidgan.models import build_generator
+    distributed.init_from_env("cpu")
+    torch.manual_seed(0)
+    G, c3d = build_generator(tiny_config("model.n_classes=4")), C3D().eval()
+    scores = evaluate_generator(G, c3d, metrics=["is", "modes", "synthetic"], n_samples=5,
+                                batch_size=2, device="cpu", seed=7)
+    # batches come back in global order: process r holds r, r + N, ...
+    order = distributed.gather_batches([torch.tensor([i]) for i in range(rank, 5, world)],
+                                       torch.device("cpu"))
+    torch.save({**scores, "order": [int(t) for t in order]},
+               Path(out) / f"world{world}_rank{rank}.pt")
+    distributed.shutdown()
+
+
+def test_evaluation_scores_equal_across_world_sizes(tmp_path):
+    """5 clips in batches of 2: rank 0 renders batches 0 and 2, rank 1 batch 1; both get the
+    scores of all 5, equal to one process's."""
+    for world in (1, 2):
+        mp.spawn(_evaluate, args=(world, _free_port(), tmp_path), nprocs=world)
+    one = torch.load(tmp_path / "world1_rank0.pt")
+    assert one.pop("order") == [0, 1, 2, 3, 4]
+    assert "is" in one and "modes_valid" in one and "synthetic_coherent" in one
+    for rank in (0, 1):
+        two = torch.load(tmp_path / f"world2_rank{rank}.pt")
+        assert two.pop("order") == [0, 1, 2, 3, 4]
+        assert two.keys() == one.keys()
+        for name, value in one.items():
+            assert two[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name

@@ -22,9 +22,10 @@ and every function here is the identity.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
-from typing import Iterable, Iterator, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -183,3 +184,30 @@ def max_over_ranks(values: List[int], device: torch.device) -> List[int]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [int(v) for v in t.tolist()]
+
+
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` applied to every tensor in nested dicts, lists, tuples and dataclasses."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: map_tensors(getattr(obj, f.name), fn)
+                                           for f in dataclasses.fields(obj)})
+    return obj
+
+
+def gather_batches(batches: List[Any], device: torch.device) -> List[Any]:
+    """The batches of every process in global order, on ``device``, when process r holds
+    batches r, r + N, r + 2N, ... (``generated_clips(split=True)``); any number per process,
+    any shapes (they travel as pickled CPU tensors: evaluation results, not training data)."""
+    if not is_distributed():
+        return batches
+    parts: List[Any] = [None] * world_size()
+    dist.all_gather_object(parts, map_tensors(batches, lambda t: t.detach().cpu()))
+    n, total = world_size(), sum(len(p) for p in parts)
+    ordered = [parts[i % n][i // n] for i in range(total)]
+    return map_tensors(ordered, lambda t: t.to(device))

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vidgan import distributed
 from vidgan.checkpoint import CheckpointError, load_generator
 from vidgan.config import (ANALYTIC_METRICS, C3D_METRICS, METRICS, Config, ConfigError,
                            config_from_dict, load_config, to_dict)
@@ -148,13 +149,15 @@ def compute_scores(features, logits, metrics: Sequence[str],
 
 def generated_clips(G: nn.Module, n_samples: int, batch_size: int, device: torch.device,
                     seed: int, n_classes: Optional[int] = None,
-                    n_frames: int = N_FRAMES) -> Iterator[torch.Tensor]:
+                    n_frames: int = N_FRAMES, split: bool = False) -> Iterator[torch.Tensor]:
     """``n_samples`` dense clips (B, 3, n_frames, H, W) clipped to [-1, 1].
 
     z ~ U[-1,1] and, for a conditional G, labels uniform over the classes: the class prior of
     TGAN §6.5, which turns the conditional generator into one of the data distribution.
     ``n_frames`` is 16 for C3D whatever the training length (the ConvLSTM rolls on; the GRU's
-    latent is drawn with motion noise for ``n_frames``).
+    latent is drawn with motion noise for ``n_frames``). ``split`` (torchrun): this process
+    renders only batches i with i % N == rank, from the same z as one process would draw
+    (``score_clips`` gathers them back in order).
     """
     n_classes = G.n_classes if n_classes is None else n_classes
     rng = torch.Generator().manual_seed(seed)
@@ -162,53 +165,64 @@ def generated_clips(G: nn.Module, n_samples: int, batch_size: int, device: torch
     G.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, n_samples, batch_size):
+            for i, start in enumerate(range(0, n_samples, batch_size)):
                 b = min(batch_size, n_samples - start)
                 z = G.sample_z(b, generator=rng, n_frames=n_frames).to(device)
                 y = torch.randint(n_classes, (b,), generator=rng).to(device) if n_classes else None
+                if split and i % distributed.world_size() != distributed.rank():
+                    continue  # another process renders it; its z and y were drawn all the same
                 yield G(z, y, n_frames=n_frames).float().clamp_(-1.0, 1.0)
     finally:
         G.train(was_training)
 
 
+def read_batch(x: torch.Tensor, c3d: Optional[C3D], metrics: Sequence[str],
+               device: torch.device) -> Dict[str, object]:
+    """One batch of clips in [-1, 1] read by what ``metrics`` need: C3D's fc7 features and
+    logits (left on the device), the analytic mode classifier, the synthetic reader."""
+    out: Dict[str, object] = {}
+    if "modes" in metrics or "synthetic" in metrics:
+        video = to_uint8(x)
+        if "modes" in metrics:
+            predicted = classify_modes(video)
+            out["mode"], out["reason"] = predicted.mode, predicted.reason
+        if "synthetic" in metrics:
+            out["reading"] = read_synthetic(video)
+    if any(m in C3D_METRICS for m in metrics):
+        out["features"], out["logits"] = c3d.extract(x.to(device, non_blocking=True))
+    return out
+
+
 def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequence[str],
                 device: torch.device, real_stats: Optional[RealStats] = None, splits: int = 1,
-                progress: Optional[tqdm] = None) -> Dict[str, float]:
+                progress: Optional[tqdm] = None, split: bool = False) -> Dict[str, float]:
     """The requested metrics of one set of clips in [-1, 1]: the C3D ones through ``c3d``
-    (None is fine when none is requested), ``modes`` through the analytic mode classifier."""
+    (None is fine when none is requested), ``modes`` and ``synthetic`` through the analytic
+    classifiers. ``split``: the clips are this process's share (``generated_clips(split=True)``)
+    and the batches of every process are gathered back in order first, so every process gets
+    the scores of the whole set, equal to one process's."""
     check_metrics(metrics, real_stats)
-    use_c3d = any(m in C3D_METRICS for m in metrics)
-    if use_c3d and c3d is None:
+    if any(m in C3D_METRICS for m in metrics) and c3d is None:
         raise ValueError(f"metrics {list(metrics)} need the C3D classifier; only "
                          f"{' and '.join(ANALYTIC_METRICS)} work without it")
-    modes, reasons, readings = [], [], []
-
-    def read_analytic(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """Pass the clips on, reading each batch with the analytic classifiers on the way."""
-        for x in batches:
-            if "modes" in metrics or "synthetic" in metrics:
-                video = to_uint8(x)
-                if "modes" in metrics:
-                    predicted = classify_modes(video)
-                    modes.append(predicted.mode)
-                    reasons.append(predicted.reason)
-                if "synthetic" in metrics:
-                    readings.append(read_synthetic(video))
-            yield x
-
+    batches = []
+    with torch.inference_mode():
+        for x in clips:
+            batches.append(read_batch(x, c3d, metrics, device))
+            if progress is not None:
+                progress.update(len(x) * (distributed.world_size() if split else 1))
+    if split:
+        batches = distributed.gather_batches(batches, device)
     out = {}
-    if use_c3d:  # one pass: C3D reads the clips the analytic classifiers have just seen
-        out.update(compute_scores(*classify(c3d, read_analytic(clips), device, progress),
+    if any(m in C3D_METRICS for m in metrics):
+        out.update(compute_scores(torch.cat([b["features"] for b in batches]),
+                                  torch.cat([b["logits"] for b in batches]),
                                   metrics, real_stats, splits))
-    else:
-        with torch.inference_mode():
-            for x in read_analytic(clips):
-                if progress is not None:
-                    progress.update(len(x))
     if "modes" in metrics:
-        out.update(mode_scores(torch.cat(modes), reason=torch.cat(reasons)))
+        out.update(mode_scores(torch.cat([b["mode"] for b in batches]),
+                               reason=torch.cat([b["reason"] for b in batches])))
     if "synthetic" in metrics:
-        out.update(synthetic_scores(SyntheticReading.cat(readings),
+        out.update(synthetic_scores(SyntheticReading.cat(b["reading"] for b in batches),
                                     real_stats.synthetic if real_stats else None))
     return out
 
@@ -226,8 +240,9 @@ def evaluate_generator(G: nn.Module, c3d: Optional[C3D], *, metrics: Sequence[st
     """
     check_metrics(metrics, real_stats)
     device = torch.device(device)
-    clips = generated_clips(G, n_samples, batch_size, device, seed, n_classes, n_frames)
-    return score_clips(clips, c3d, metrics, device, real_stats, splits, progress)
+    split = distributed.is_distributed()  # torchrun: each process renders its share
+    clips = generated_clips(G, n_samples, batch_size, device, seed, n_classes, n_frames, split)
+    return score_clips(clips, c3d, metrics, device, real_stats, splits, progress, split)
 
 
 def summarize(per_repeat: List[Dict[str, float]]) -> Dict[str, dict]:
@@ -241,11 +256,12 @@ def summarize(per_repeat: List[Dict[str, float]]) -> Dict[str, dict]:
 def run_protocol(make_clips: Callable[[int], Iterable[torch.Tensor]], c3d: Optional[C3D], *,
                  metrics: Sequence[str], repeats: int, device: torch.device,
                  real_stats: Optional[RealStats] = None, splits: int = 1,
-                 progress: Optional[tqdm] = None) -> Dict[str, dict]:
-    """Score ``make_clips(repeat)`` for each repeat (fresh samples each time) and summarize."""
+                 progress: Optional[tqdm] = None, split: bool = False) -> Dict[str, dict]:
+    """Score ``make_clips(repeat)`` for each repeat (fresh samples each time) and summarize;
+    ``split``: the clips are this process's share (``score_clips``)."""
     check_metrics(metrics, real_stats)
-    per_repeat = [score_clips(make_clips(r), c3d, metrics, device, real_stats, splits, progress)
-                  for r in range(repeats)]
+    per_repeat = [score_clips(make_clips(r), c3d, metrics, device, real_stats, splits, progress,
+                              split) for r in range(repeats)]
     return summarize(per_repeat)
 
 
@@ -444,6 +460,11 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
     if "fid" in metrics and n_samples < 2:
         raise ValueError(f"--n-samples={n_samples}: FID needs at least 2 samples")
     device = resolve_device(args.device)
+    if distributed.launched_by_torchrun():  # clips split over the processes, scores gathered
+        if device.type == "cuda":
+            device = torch.device("cuda", distributed.local_rank())
+        distributed.init_from_env(device.type)
+    main = distributed.is_main()
 
     model = None
     if args.checkpoint:
@@ -473,14 +494,18 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
     real_stats = None
     if needs_stats:
         stat_metrics = ["fid", "ddm"] if args.save_stats else metrics
-        real_stats = load_real_stats(cfg, c3d, stat_metrics, device=device, batch_size=batch_size,
-                                     n_clips=args.stats_clips, progress=True)
-        if {"fid", "ddm"} & set(stat_metrics):
+        with distributed.main_first():  # rank 0 fills the statistics cache
+            real_stats = load_real_stats(cfg, c3d, stat_metrics, device=device,
+                                         batch_size=batch_size, n_clips=args.stats_clips,
+                                         progress=main)
+        if {"fid", "ddm"} & set(stat_metrics) and main:
             print(f"real statistics cached under {cfg.eval.stats_dir}", file=sys.stderr)
     if not (args.checkpoint or args.real):
         return None
 
-    bar = tqdm(total=n_samples * repeats, desc=f"evaluate ({args.protocol})", unit="clip")
+    bar = tqdm(total=n_samples * repeats, desc=f"evaluate ({args.protocol})", unit="clip",
+               disable=not main)
+    split = False
     record = {"protocol": args.protocol, "n_samples": n_samples, "repeats": repeats,
               "splits": protocol.splits, "seed": args.seed,
               "c3d_weights": str(weights) if c3d is not None else None,
@@ -496,15 +521,18 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
                           split=args.split)
         else:
             G = model.G.requires_grad_(False)
+            split = distributed.is_distributed()  # real clips: every process scores them all
 
             def make_clips(r: int):
                 return generated_clips(G, n_samples, batch_size, device, args.seed + r,
-                                       n_frames=eval_frames(cfg, metrics))
+                                       n_frames=eval_frames(cfg, metrics), split=split)
             record.update(source="generator", checkpoint=str(args.checkpoint),
                           step=model.step, weights=model.weights)
         record["scores"] = run_protocol(make_clips, c3d, metrics=metrics, repeats=repeats,
                                         device=device, real_stats=real_stats,
-                                        splits=protocol.splits, progress=bar)
+                                        splits=protocol.splits, progress=bar, split=split)
+    if not main:  # every process holds the scores; rank 0 writes them
+        return None
 
     if args.out:
         out = Path(args.out)
@@ -528,6 +556,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

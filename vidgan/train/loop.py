@@ -363,14 +363,16 @@ class Trainer:
     def evaluate(self, writer: SummaryWriter) -> Dict[str, float]:
         """One repeat of the tgan2 protocol on ``eval.n_samples`` clips of the EMA generator,
         logged as eval/<metric> (eval/modes_covered, ... for the modes metric). Real
-        statistics are computed (or read from the cache) once."""
+        statistics are computed (or read from the cache) once. Under torchrun every process
+        renders its share of the clips and gets the scores of all (``evaluate_generator``)."""
         from vidgan.evaluate import eval_frames, evaluate_generator, load_real_stats
 
         ev = self.cfg.eval
         if self.real_stats is None:
-            self.real_stats = load_real_stats(self.cfg, self.c3d, self.eval_metrics,
-                                              device=self.device, batch_size=ev.batch_size,
-                                              progress=True)
+            with distributed.main_first():  # rank 0 fills the statistics cache
+                self.real_stats = load_real_stats(self.cfg, self.c3d, self.eval_metrics,
+                                                  device=self.device, batch_size=ev.batch_size,
+                                                  progress=self.main)
         scores = evaluate_generator(self.G_ema, self.c3d, metrics=self.eval_metrics,
                                     n_samples=ev.n_samples, batch_size=ev.batch_size,
                                     device=self.device, seed=self.cfg.train.seed + self.step,
@@ -379,7 +381,9 @@ class Trainer:
         self.last_scores = (self.step, scores)
         for name, value in scores.items():
             writer.add_scalar(f"eval/{name}", value, self.step)
-        tqdm.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        if self.main:
+            tqdm.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}"
+                                                     for k, v in scores.items()))
         return scores
 
     # ------------------------------------------------------------------ loop
