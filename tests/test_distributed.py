@@ -164,3 +164,41 @@ def test_evaluation_scores_equal_across_world_sizes(tmp_path):
         assert two.keys() == one.keys()
         for name, value in one.items():
             assert two[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+def test_sigterm_to_one_process_stops_all_at_one_iteration_with_one_checkpoint(
+        tmp_path, synthetic_root):
+    import signal
+    import time
+    out = tmp_path / "run"
+    args = _overrides(synthetic_root, out, "train.iterations=100000",
+                      "train.checkpoint_interval=5")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node=2", "train.py", *args], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints" / "ckpt_00000005.pt").exists():
+            assert time.time() < deadline and job.poll() is None, "no checkpoint in time"
+            time.sleep(0.2)
+        ranks = {}
+        for pid in subprocess.run(["pgrep", "-f", f"train.py.*{out}"], capture_output=True,
+                                  text=True).stdout.split():
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            rank = [e for e in environ if e.startswith(b"RANK=")]
+            if rank:
+                ranks[rank[0].decode()] = int(pid)
+        os.kill(ranks["RANK=1"], signal.SIGTERM)  # rank 1 only
+        log = job.communicate(timeout=120)[0]
+    finally:
+        job.kill()
+    stopped = [int(p.stem.split("_")[1]) for p in (out / "checkpoints").glob("ckpt_*.pt")]
+    # one stop: both processes left at the same iteration, rank 0 wrote its checkpoint
+    assert log.count("received signal 15") == 1, log[-2000:]
+    assert log.count(f"step {max(stopped)}: checkpoint") == 1
+    assert max(stopped) > 5
+    # every process ended as a stopped run (128 + 15), none with an error; torchrun itself
+    # reports non-zero exits as failures (and exits 1)
+    assert "exitcode  : 143" in log and "exitcode  : 1 " not in log
+    assert "[rank0]: Traceback" not in log and "[rank1]: Traceback" not in log
