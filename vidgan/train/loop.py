@@ -89,8 +89,9 @@ class Trainer:
         self.y_fixed = (torch.arange(n, device=self.device) % cfg.model.n_classes
                         if cfg.model.n_classes else None)
         if resume:
-            self._resume(Path(resume_from) if resume_from else None)
-        with distributed.main_first():  # rank 0 writes the data or the manifest, then the others read it
+            with distributed.main_first():  # rank 0 sets unreadable checkpoints aside first
+                self._resume(Path(resume_from) if resume_from else None)
+        with distributed.main_first():  # rank 0 writes the data or its manifest first
             self.dataset = build_dataset(cfg, cfg.data.subset, augment=True)
         self.data_summary = (f"data: {cfg.data.dataset} '{cfg.data.root}' ({cfg.data.subset}): "
                              f"{len(self.dataset)} videos, "
@@ -238,7 +239,7 @@ class Trainer:
         lr = linear_decay(self.cfg.train.lr, self.step, self.cfg.train.lr_decay_iterations)
         for opt, scale in ((self.opt_G, 1.0), (self.opt_D, lazy_r1_ratio(self.r1_interval))):
             for group in opt.param_groups:
-                group["lr"] = lr if scale == 1.0 else lr * scale
+                group["lr"] = lr * scale
         return lr
 
     def record_skips(self, skipped) -> None:
