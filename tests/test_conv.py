@@ -97,3 +97,11 @@ def test_autocast_runs_in_one_dtype():
         expected = conv(x)
     torch.testing.assert_close(y.float(), expected.float(), rtol=2e-2, atol=2e-2)
     assert torch.isfinite(conv.weight.grad).all()
+
+
+def test_default_path_is_fast_on_gpus_only():
+    conv = FastConv3d(2, 2, 3, 1)
+    x = torch.randn(1, 2, 2, 4, 4)
+    assert "Convolution" in type(conv(x).grad_fn).__name__  # CPU: plain nn.Conv3d
+    with fast_convolutions(True):  # conv, then + bias
+        assert type(conv(x).grad_fn.next_functions[0][0]).__name__ == "_SameConvBackward"

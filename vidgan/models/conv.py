@@ -21,9 +21,10 @@ so this is exact, incl. the zero gradient of those slices.
 
 Exact against ``F.conv3d`` (values and derivatives to the third order, float64:
 tests/test_conv.py). ``FastConv3d`` is an ``nn.Conv3d``: same parameters, same state-dict keys.
+By default the fast path runs on GPUs only (see ``_enabled``).
 """
 import contextlib
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -31,12 +32,16 @@ from torch.autograd import Function
 from torch.nn import functional as F
 
 _CONV_ND = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_enabled = True
+# None: the fast path on GPUs only. On this project's CPU (oneDNN) it measured 3% slower for
+# ucf101_st4 and 16% for st2 (docs/BENCHMARKS.md), while the slow generic kernel it avoids is
+# a GPU one.
+_enabled: Optional[bool] = None
 
 
 @contextlib.contextmanager
-def fast_convolutions(enabled: bool) -> Iterator[None]:
-    """Switch ``FastConv3d`` between the fast path and plain ``nn.Conv3d`` (benchmarks, tests)."""
+def fast_convolutions(enabled: Optional[bool]) -> Iterator[None]:
+    """``FastConv3d``'s path: True = fast, False = plain ``nn.Conv3d``, None = fast on GPUs
+    only (the default). For benchmarks and tests."""
     global _enabled
     before, _enabled = _enabled, enabled
     try:
@@ -119,8 +124,9 @@ class FastConv3d(nn.Conv3d):
         super().__init__(in_ch, out_ch, kernel, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = x.is_cuda if _enabled is None else _enabled
         # meta tensors: vidgan.profile counts the MACs of the plain convolution, as the paper
-        if not _enabled or x.device.type == "meta":
+        if not fast or x.device.type == "meta":
             return super().forward(x)
         if x.shape[2] == 1:
             # One frame: the padded frames are zeros, only the centre temporal slice acts.
