@@ -137,7 +137,7 @@ def _evaluate(rank, world, port, out):
     from vidgan.evaluate import evaluate_generator
     from vidgan.metrics import C3D
     from vidgan.models import build_generator
-    distributed.init_from_env("cpu")
+    distributed.init_from_env(torch.device("cpu"))
     torch.manual_seed(0)
     G, c3d = build_generator(tiny_config("model.n_classes=4")), C3D().eval()
     scores = evaluate_generator(G, c3d, metrics=["is", "modes", "synthetic"], n_samples=5,

@@ -56,15 +56,19 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device_type: str, timeout_s: int = 1800) -> None:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU); a no-op for
-    a plain ``python train.py`` or when already joined."""
-    if not launched_by_torchrun() or dist.is_initialized():
-        return
-    if device_type == "cuda":
-        torch.cuda.set_device(local_rank())
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(seconds=timeout_s))
+def init_from_env(device: torch.device, timeout_s: int = 1800) -> torch.device:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU) and return
+    this process's device: one GPU per process (``cuda:LOCAL_RANK``) on CUDA. For a plain
+    ``python train.py``, ``device`` unchanged and no group."""
+    if not launched_by_torchrun():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    return device
 
 
 def shutdown() -> None:

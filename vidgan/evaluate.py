@@ -459,11 +459,8 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
     repeats = args.repeats or protocol.repeats
     if "fid" in metrics and n_samples < 2:
         raise ValueError(f"--n-samples={n_samples}: FID needs at least 2 samples")
-    device = resolve_device(args.device)
-    if distributed.launched_by_torchrun():  # clips split over the processes, scores gathered
-        if device.type == "cuda":
-            device = torch.device("cuda", distributed.local_rank())
-        distributed.init_from_env(device.type)
+    # torchrun: clips split over the processes, scores gathered
+    device = distributed.init_from_env(resolve_device(args.device))
     main = distributed.is_main()
 
     model = None

@@ -54,11 +54,8 @@ class Trainer:
         self.r1_interval = cfg.loss.r1_interval
         self.out_dir = Path(t.out_dir)
         resume = resume or resume_from is not None
-        self.device = resolve_device(t.device)
-        if distributed.launched_by_torchrun():  # one process per device (torchrun)
-            if self.device.type == "cuda":
-                self.device = torch.device("cuda", distributed.local_rank())
-            distributed.init_from_env(self.device.type)
+        # torchrun: one process per device, in the process group
+        self.device = distributed.init_from_env(resolve_device(t.device))
         self.batch = distributed.local_batch(t.batch_size)  # this process's share
         self.main = distributed.is_main()  # rank 0 alone writes files
         if self.main:
