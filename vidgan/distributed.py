@@ -161,8 +161,9 @@ def average_gradients(params: Iterable[torch.nn.Parameter],
     if not is_distributed():
         return loss
     grads = [p.grad for p in params if p.grad is not None]
-    extra = [] if loss is None else [loss.detach().float().reshape(1)]
-    flat = torch.cat([g.reshape(-1).float() for g in grads] + extra)
+    dtype = grads[0].dtype if grads else torch.float32  # the parameters' (float64 in tests)
+    extra = [] if loss is None else [loss.detach().to(dtype).reshape(1)]
+    flat = torch.cat([g.reshape(-1).to(dtype) for g in grads] + extra)
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= world_size()
     offset = 0
