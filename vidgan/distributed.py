@@ -173,15 +173,6 @@ def average_gradients(params: Iterable[torch.nn.Parameter],
     return None if loss is None else flat[-1]
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on any (e.g. a signal that reached one)."""
-    if not is_distributed():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def max_over_ranks(values: List[int], device: torch.device) -> List[int]:
     """Elementwise max of small integer lists over ranks (signals: which one, if any)."""
     if not is_distributed():
