@@ -279,8 +279,9 @@ class Trainer:
             self.opt_D.zero_grad(set_to_none=True)
             reg.total.backward()
             ok = self._step_if_finite(self.opt_D, self.D, reg.total) and ok
-            self.r1_metrics = {f"loss/{k}": v.detach() for k, v in reg.terms.items()}
-            self.r1_metrics.update({k: v.detach() for k, v in reg.stats.items()})
+            # its terms and stats; the main step's logits stay the ones logged
+            self.r1_metrics = {k: v for k, v in _logged(reg).items()
+                               if not k.startswith("logits/")}
         return {**metrics, **self.r1_metrics}, ok
 
     def generator_step(self, y: Optional[torch.Tensor]) -> Tuple[Dict, bool]:
