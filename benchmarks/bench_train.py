@@ -15,7 +15,6 @@ training.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import shlex
 import sys
@@ -200,11 +199,10 @@ def main(argv=None) -> int:
             print(line, flush=True)
     if args.eval_protocol:
         config = args.configs.split(",")[0]
-        with contextlib.suppress(KeyboardInterrupt):
-            seconds = time_evaluation(config, overrides, device, args.eval_samples,
-                                      args.eval_repeats, args.eval_batch)
-            print(f"\ntgan2 protocol ({args.eval_repeats} x {args.eval_samples} clips, IS + FID "
-                  f"+ DDM, {config}'s G at random weights): {seconds:.1f} s")
+        seconds = time_evaluation(config, overrides, device, args.eval_samples,
+                                  args.eval_repeats, args.eval_batch)
+        print(f"\ntgan2 protocol ({args.eval_repeats} x {args.eval_samples} clips, IS + FID "
+              f"+ DDM, {config}'s G at random weights): {seconds:.1f} s")
     return 0
 
 
