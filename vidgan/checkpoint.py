@@ -44,6 +44,11 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
 
 
+def checkpoint_path(out_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` is written: ``<run>/checkpoints/ckpt_<step>.pt``."""
+    return checkpoint_dir(out_dir) / f"ckpt_{step:08d}.pt"
+
+
 def checkpoint_step(path: str | Path) -> int:
     match = _NAME.match(Path(path).name) or _DIVERGED.match(Path(path).name)
     if match is None:
@@ -98,7 +103,7 @@ def save_checkpoint(state: dict, out_dir: str | Path, step: int, keep: Optional[
     checkpoints alone and raises CheckpointError naming the path and the OS error.
     """
     d = checkpoint_dir(out_dir)
-    path = d / (name or f"ckpt_{step:08d}.pt")
+    path = d / name if name else checkpoint_path(out_dir, step)
     tmp = d / f".{path.name}.tmp"
     try:
         d.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from vidgan import distributed, signals
-from vidgan.checkpoint import (CheckpointError, checkpoint_dir, checkpoint_step, list_checkpoints,
-                               list_diverged, load_checkpoint, pin_checkpoint, remove_partial_saves,
-                               rng_state, save_checkpoint, set_aside, set_rng_state)
+from vidgan.checkpoint import (CheckpointError, checkpoint_dir, checkpoint_path, checkpoint_step,
+                               list_checkpoints, list_diverged, load_checkpoint, pin_checkpoint,
+                               remove_partial_saves, rng_state, save_checkpoint, set_aside,
+                               set_rng_state)
 from vidgan.config import C3D_METRICS, Config, config_from_dict, to_dict, to_yaml
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
@@ -192,7 +193,7 @@ class Trainer:
         # No pruning during a non-finite streak: if it turns into a divergence, the older
         # checkpoints are the healthy ones (stop_diverged).
         keep = self.cfg.train.keep_checkpoints if self.nonfinite_streak == 0 else None
-        path = checkpoint_dir(self.out_dir) / f"ckpt_{self.step:08d}.pt"
+        path = checkpoint_path(self.out_dir, self.step)
         if self.main:  # every rank holds the same state; the others wait for the file
             path = save_checkpoint(self.state_dict(), self.out_dir, self.step, keep)
         distributed.barrier()
