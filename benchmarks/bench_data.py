@@ -1,4 +1,4 @@
-"""Random-clip throughput: our decord dataset against a plain PyAV seek-and-decode loader.
+"""Random-clip throughput: our dataset (both decoders) against a plain PyAV seek-and-decode loader.
 
     python -m benchmarks.bench_data [--gops 300,12 --core 0 --videos 24 --frames 175 \
         --clips 120 --rounds 3]
@@ -8,11 +8,12 @@ keyframe interval 300 as XviD's default) to a temporary folder, then measures ho
 16-frame training clips per second one process (= one DataLoader worker) produces:
 
 - ours: ``VideoClipDataset`` as training uses it (ucf101_st4 geometry: decode-time resize to
-  256x192, random 192x192 crop with the 4 px margin, random flip), reading the manifest;
-- PyAV: open, seek to the keyframe before the clip's start, decode forward, convert the 16
+  256x192, random 192x192 crop with the 4 px margin, random flip), reading the manifest,
+  with the default decoder (``data.decoder=pyav``); ours-decord: the same with decord;
+- pyav: a straightforward loader written as the PyAV docs suggest: open, seek to the keyframe before the clip's start, decode forward, convert the 16
   clip frames to RGB at 256x192 with swscale, same crop and flip.
 
-Both draw the same (video, start) sequence and run in alternating rounds in one process, so
+All draw the same (video, start) sequence and run in alternating rounds in one process, so
 the ratio is measured under the same machine load. The process is pinned to one core
 (``--core``, as ``taskset -c``), and one set of files is written per keyframe interval:
 300 (XviD's default) and 12 (PyAV's/ffmpeg's default GOP), where seeking is cheap for both.
@@ -87,16 +88,20 @@ def compare(folder: Path, args, gop: int) -> dict:
     write_videos(folder, args.videos, args.frames, gop)
     cfg = load_config("ucf101_st4.yaml", ["data.dataset=folder", f"data.root={folder}"])
     ours = build_dataset(cfg, "train", progress=False)  # indexes once, like training
+    decord = build_dataset(load_config("ucf101_st4.yaml", [
+        "data.dataset=folder", f"data.root={folder}", "data.decoder=decord"]), "train",
+        progress=False)
     pyav = PyAVClips([folder / f for f in ours.files], cfg.model.n_frames)
     n = len(ours)
-    rates = {"ours": [], "pyav": []}
-    measure(lambda r: ours.read_clip(int(r.integers(n)), r), 5, 99)  # warm-up
-    measure(lambda r: pyav.clip(int(r.integers(n)), r), 5, 99)
+    loaders = {"ours": lambda r: ours.read_clip(int(r.integers(n)), r),
+               "ours-decord": lambda r: decord.read_clip(int(r.integers(n)), r),
+               "pyav": lambda r: pyav.clip(int(r.integers(n)), r)}
+    rates = {name: [] for name in loaders}
+    for fn in loaders.values():
+        measure(fn, 5, 99)  # warm-up
     for round_ in range(args.rounds):
-        rates["ours"].append(measure(lambda r: ours.read_clip(int(r.integers(n)), r),
-                                     args.clips, round_))
-        rates["pyav"].append(measure(lambda r: pyav.clip(int(r.integers(n)), r),
-                                     args.clips, round_))
+        for name, fn in loaders.items():
+            rates[name].append(measure(fn, args.clips, round_))
     return rates
 
 
@@ -118,11 +123,12 @@ def main(argv=None) -> None:
             rates = compare(Path(tmp), args, gop)
         print(f"gop {gop}:")
         for name, values in rates.items():
-            print(f"  {name:5s} {np.mean(values):7.1f} clips/s  (rounds: "
+            print(f"  {name:11s} {np.mean(values):7.1f} clips/s  (rounds: "
                   f"{', '.join(f'{v:.1f}' for v in values)})")
-        ratio = np.array(rates["ours"]) / np.array(rates["pyav"])
-        print(f"  ratio ours/pyav {ratio.mean():.2f} (per round: "
-              f"{', '.join(f'{r:.2f}' for r in ratio)})", flush=True)
+        for name in ("ours", "ours-decord"):
+            ratio = np.array(rates[name]) / np.array(rates["pyav"])
+            print(f"  ratio {name}/pyav {ratio.mean():.2f} (per round: "
+                  f"{', '.join(f'{r:.2f}' for r in ratio)})", flush=True)
 
 
 if __name__ == "__main__":

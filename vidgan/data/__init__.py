@@ -142,7 +142,7 @@ def build_dataset(cfg: Config, split: Optional[str] = None, augment: Optional[bo
     dataset = VideoClipDataset(videos.root, [videos.files[i] for i in keep],
                                [videos.labels[i] for i in keep], [x.frames for x in infos],
                                [(x.height, x.width) for x in infos], geo, videos.classes,
-                               d.decode_threads)
+                               d.decode_threads, d.decoder)
     dataset.excluded = excluded
     return dataset
 

@@ -1,8 +1,8 @@
-"""Random clips decoded on the fly with decord, sampled as TGANv2 samples them.
+"""Random clips decoded on the fly (vidgan.data.decode), sampled as TGANv2 samples them.
 
 tgan2 §5.1 and the official loader: T frames at a frame stride from a random start; every
 frame resized keeping the aspect so that the shorter side is the model resolution (UCF101's
-320x240 -> 256x192, done by decord at decode time); in training a crop at a random horizontal
+320x240 -> 256x192, done at decode time); in training a crop at a random horizontal
 offset that stays ``margin`` px from both edges and a random horizontal flip; in evaluation
 the centre crop. (The paper's text says "cropped 240x240 from the centre, resized to 192";
 the official code, which produced its numbers, does the above; we follow the code here.)
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
+from vidgan.data.decode import DECODERS
 from vidgan.data.manifest import error_reason
 
 # Per-process log of (file, reason) for clips skipped since the last collate. Module level,
@@ -85,18 +86,20 @@ class ClipGeometry:
 class VideoClipDataset(Dataset):
     """Clips of ``files`` (paths under ``root``) as (uint8 (3, T, H, W), label).
 
-    ``frames[i]`` and ``sizes[i]`` come from the manifest, so nothing is probed here; decord
-    readers are opened in ``__getitem__``, i.e. inside the DataLoader worker after the fork.
+    ``frames[i]`` and ``sizes[i]`` come from the manifest, so nothing is probed here; files
+    are opened in ``__getitem__``, i.e. inside the DataLoader worker after the fork.
+    ``decoder`` names one of vidgan.data.decode.DECODERS.
     """
 
     def __init__(self, root, files: Sequence[str], labels: Sequence[int], frames: Sequence[int],
                  sizes: Sequence[Tuple[int, int]], geometry: ClipGeometry,
-                 classes: Sequence[str] = (), decode_threads: int = 1):
+                 classes: Sequence[str] = (), decode_threads: int = 1,
+                 decoder: str = "pyav"):
         self.root = str(root)
         self.files, self.labels = list(files), list(labels)
         self.frames, self.sizes = list(frames), list(sizes)
         self.geometry, self.classes = geometry, list(classes)
-        self.decode_threads = decode_threads
+        self.decode_threads, self.decoder = decode_threads, decoder
         self.excluded: List[Tuple[str, str]] = []  # (file, reason), filled by build_dataset
 
     def __len__(self) -> int:
@@ -104,17 +107,15 @@ class VideoClipDataset(Dataset):
 
     def read_clip(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         """One clip of video ``index``: uint8 (3, T, res, res)."""
-        import decord
-
         g = self.geometry
         height, width = g.decode_size(*self.sizes[index])
-        # Decode-time resize (ffmpeg's scaler inside decord): no full-size frames in Python.
-        reader = decord.VideoReader(f"{self.root}/{self.files[index]}", width=width,
-                                    height=height, num_threads=self.decode_threads)
-        n = min(len(reader), self.frames[index])
+        n = self.frames[index]
         if n < g.span:
             raise ValueError(f"{n} frames decodable; a clip needs {g.span}")
-        frames = torch.from_numpy(reader.get_batch(g.frame_indices(n, rng)).asnumpy())
+        # Decode-time resize (ffmpeg's scaler): no full-size frames in Python.
+        frames = torch.from_numpy(DECODERS[self.decoder](
+            f"{self.root}/{self.files[index]}", g.frame_indices(n, rng), height, width,
+            self.decode_threads))
         top, left = g.crop_offset(*frames.shape[1:3], rng)
         clip = frames[:, top:top + g.resolution, left:left + g.resolution]  # (T, H, W, 3)
         if g.augment and g.flip and rng.random() < 0.5:  # tgan2 §5.1: random horizontal flip
@@ -128,7 +129,7 @@ class VideoClipDataset(Dataset):
         for _ in range(MAX_ATTEMPTS):
             try:
                 return self.read_clip(index, rng), self.labels[index]
-            except Exception as err:  # decord raises DECORDError/RuntimeError on bad data
+            except Exception as err:  # PyAV: av.FFmpegError; decord: DECORDError/RuntimeError
                 reason = error_reason(err)
                 FAILURES.append((self.files[index], reason))
                 tried.append(f"{self.files[index]} ({reason})")
