@@ -5,6 +5,7 @@ from tests.conftest import tiny_config
 from vidgan.config import load_config
 from vidgan.models import build_discriminator, build_generator
 from vidgan.models.discriminator import downsample
+from vidgan.models.generator import blocks_per_level, channel_plan, fc_map_size
 from vidgan.profile import profile_step
 
 
@@ -20,6 +21,15 @@ def test_eval_output_is_dense_and_bounded():
         assert x.min() >= -1 and x.max() <= 1
         assert G(G.sample_z(2), n_frames=20).shape == (2, 3, 20, 64, 64)  # ConvLSTM rolls on
         assert G(G.sample_z(2), render_level=2).shape == (2, 3, 8, 16, 16)
+
+
+def test_up_blocks_follow_tgan2_fig3_from_64_px():
+    """Fig. 3: clstm_ch -> 16ch -> 8ch -> 4ch (level 1, x8) | 2ch | ch | ch from a res/64 map;
+    32 px (our extension) leaves out the first Up block and keeps a 1x1 map."""
+    assert [channel_plan(64, 2, r) for r in (64, 192)] == [[64, 32, 16, 8, 4, 2, 2]] * 2
+    assert [blocks_per_level(r) for r in (64, 192)] == [(3, 1, 1, 1)] * 2
+    assert [fc_map_size(r) for r in (32, 64, 192)] == [1, 1, 3]
+    assert channel_plan(64, 2, 32) == [64, 16, 8, 4, 2, 2] and blocks_per_level(32) == (2, 1, 1, 1)
 
 
 def test_dense_rollout_extends_the_training_length():

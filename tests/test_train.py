@@ -320,3 +320,26 @@ def test_memory_run_resumes_bitwise(tmp_path, synthetic_root):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert float(straight.D.frame.memory.ages.max()) > 0
+
+
+def test_32px_model_has_levels_at_4_to_32_px_and_trains(tmp_path, synthetic_root):
+    """model.resolution=32 (below the paper's 64, for CPU-sized runs): a 1x1 map, two Up blocks
+    at level 1, so the levels render 4, 8, 16 and 32 px; the 3D heads and the 2D frame head
+    take them, and the 64 px files are resized at decode time."""
+    cfg = _cfg(tmp_path, synthetic_root, "model.resolution=32", "model.n_classes=4",
+               "model.frame_discriminator=resnet2d")
+    trainer = Trainer(cfg)
+    assert [len(level) for level in trainer.G.levels] == [2, 1, 1, 1]
+    y = torch.arange(4) % 4
+    videos = trainer.G.train()(trainer.G.sample_z(4), y)
+    assert [tuple(v.shape[-3:]) for v in videos] == [(8, 4, 4), (4, 8, 8), (2, 16, 16),
+                                                     (1, 32, 32)]
+    batches = iter(trainer.loader)
+    video, *_ = next(iter(trainer.loader))
+    assert video.shape[-2:] == (32, 32)
+    for _ in range(2):
+        metrics = trainer.train_step(batches)
+        assert torch.isfinite(metrics["loss/D"]) and torch.isfinite(metrics["loss/G"])
+    trainer.G.eval()
+    with torch.no_grad():
+        assert trainer.G(trainer.G.sample_z(2), y[:2]).shape == (2, 3, 8, 32, 32)

@@ -46,7 +46,8 @@ class MemoryConfig:
 
 @dataclass
 class ModelConfig:
-    resolution: int = 192  # H = W of the final level; FC map is resolution/64 (tgan2 §4.1)
+    resolution: int = 192  # H = W of the final level; FC map is resolution/64 (tgan2 §4.1);
+    # 32 (not in the paper): a 1x1 map and one Up block fewer at level 1, for CPU-sized runs
     n_frames: int = 16  # T, frames per training clip
     # Temporal generator: convlstm (TGANv2 §4.1) or gru (MoCoGAN §3, content + GRU motion).
     temporal: str = "convlstm"
@@ -247,9 +248,10 @@ def _merge_checked(schema: DictConfig, other: DictConfig | dict, source: str) ->
 def validate(cfg: Config) -> None:
     """Range checks the schema's types cannot express. Raises ConfigError naming the key."""
     m = cfg.model
-    if m.resolution < 64 or m.resolution % 64:
+    if m.resolution != 32 and (m.resolution < 64 or m.resolution % 64):
         raise ConfigError(f"model.resolution={m.resolution}: must be a positive multiple of 64 "
-                          f"(the FC map is resolution/64 pixels, tgan2 §4.1), e.g. 64, 128, 192, 256")
+                          f"(the FC map is resolution/64 pixels, tgan2 §4.1), e.g. 64, 128, 192, "
+                          f"256, or 32 (1x1 map, one Up block fewer: for CPU-sized runs)")
     if m.n_frames < 1:
         raise ConfigError(f"model.n_frames={m.n_frames}: must be an integer >= 1")
     if len(m.subsample) != N_LEVELS - 1:

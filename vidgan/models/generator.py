@@ -1,5 +1,5 @@
 """The multi-level TGANv2 generator (tgan2 §3.3, Eq. 5-6, Fig. 1 and 3)."""
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -14,15 +14,31 @@ from vidgan.models.temporal import ConvLSTMTemporalGenerator, MoCoGANTemporalGen
 BLOCKS_PER_LEVEL = (3, 1, 1, 1)
 
 
-def channel_plan(clstm_ch: int, ch: int) -> List[int]:
-    """Widths along the six Up blocks: clstm_ch -> 16ch -> 8ch -> 4ch | 2ch | ch | ch."""
-    return [clstm_ch, 16 * ch, 8 * ch, 4 * ch, 2 * ch, ch, ch]
+def blocks_per_level(resolution: int) -> Tuple[int, ...]:
+    """tgan2 Fig. 3's (3, 1, 1, 1) from a resolution/64 map. Below 64 px (an extension for
+    CPU-sized runs, not in the paper) the map stays 1x1 and level 1 has fewer Up blocks:
+    32 px -> (2, 1, 1, 1), levels at 4, 8, 16, 32 px."""
+    if resolution >= 64:
+        return BLOCKS_PER_LEVEL
+    return (BLOCKS_PER_LEVEL[0] - (64 // resolution).bit_length() + 1,) + BLOCKS_PER_LEVEL[1:]
+
+
+def fc_map_size(resolution: int) -> int:
+    """Side of the temporal generator's maps: resolution/64 (tgan2 §4.1), at least 1."""
+    return max(1, resolution // 64)
+
+
+def channel_plan(clstm_ch: int, ch: int, resolution: int = 64) -> List[int]:
+    """Widths along the Up blocks: clstm_ch -> 16ch -> 8ch -> 4ch | 2ch | ch | ch; below 64 px
+    the first Up blocks are the ones left out (32 px: clstm_ch -> 8ch -> 4ch | ...)."""
+    widths = [16 * ch, 8 * ch, 4 * ch, 2 * ch, ch, ch]
+    return [clstm_ch] + widths[len(widths) - sum(blocks_per_level(resolution)):]
 
 
 def build_temporal_generator(cfg: ModelConfig) -> nn.Module:
     """model.temporal: convlstm (TGANv2) or gru (MoCoGAN); both emit clstm_ch maps of
-    resolution/64 pixels."""
-    map_size, cond = cfg.resolution // 64, cfg.memory_condition_dim
+    resolution/64 pixels (1x1 below 64 px)."""
+    map_size, cond = fc_map_size(cfg.resolution), cfg.memory_condition_dim
     if cfg.temporal == "convlstm":
         return ConvLSTMTemporalGenerator(cfg.z_dim, cfg.n_classes, cfg.clstm_ch, map_size,
                                          cfg.clstm_layers, cond)
@@ -46,10 +62,10 @@ class Generator(nn.Module):
         self.levels_rendered = list(cfg.dis_levels)
         self.batch_stride = 2 if cfg.subsample_batch else 1
         self.temporal = build_temporal_generator(cfg)
-        widths = channel_plan(cfg.clstm_ch, cfg.ch)
+        widths = channel_plan(cfg.clstm_ch, cfg.ch, cfg.resolution)
         self.levels = nn.ModuleList()
         first = 0
-        for n_blocks in BLOCKS_PER_LEVEL:
+        for n_blocks in blocks_per_level(cfg.resolution):
             self.levels.append(nn.ModuleList(
                 UpBlock(widths[i], widths[i + 1], cfg.n_classes)
                 for i in range(first, first + n_blocks)))
