@@ -280,3 +280,31 @@ def test_sampler_resumes_mid_stream_and_covers_each_epoch():
 def test_normalize_maps_uint8_to_unit_interval():
     x = torch.tensor([0, 255], dtype=torch.uint8)
     assert torch.equal(normalize(x), torch.tensor([-1.0, 1.0]))
+
+
+def test_runs_writing_one_generated_dataset_take_turns(tmp_path):
+    """Two runs started together on a fresh checkout: the second waits for the first's write
+    (here: for the lock this test holds) instead of writing the same files at once."""
+    import fcntl
+    import threading
+    import time
+
+    from vidgan.data import WRITE_LOCK, list_videos
+
+    root = tmp_path / "synthetic"
+    root.mkdir()
+    cfg = tiny_config("data.dataset=synthetic", f"data.root={root}",
+                      "data.synthetic_videos_per_class=2", "data.synthetic_frames=8")
+    found = []
+    with open(root / WRITE_LOCK, "w") as lock:  # flock: a second open() conflicts, even here
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        writer = threading.Thread(target=lambda: found.append(list_videos(cfg, "train")))
+        writer.start()
+        t0 = time.perf_counter()
+        list_videos(tiny_config("data.dataset=synthetic", f"data.root={tmp_path / 'other'}",
+                                "data.synthetic_videos_per_class=2", "data.synthetic_frames=8"),
+                    "train")  # what the same write takes unhindered
+        time.sleep(2 * (time.perf_counter() - t0) + 0.5)
+        assert writer.is_alive() and not list(root.glob("*/*.mp4"))
+    writer.join(timeout=120)
+    assert len(found[0].files) == 8 and (root / "COMPLETE").is_file()

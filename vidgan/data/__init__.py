@@ -6,6 +6,7 @@ reason -> ``VideoClipDataset``.
 """
 from __future__ import annotations
 
+import fcntl
 from collections import Counter
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
@@ -56,13 +57,26 @@ def list_videos(cfg: Config, subset: str) -> VideoList:
     raise DataError(f"data.dataset='{d.dataset}' has no reader")
 
 
+WRITE_LOCK = ".vidgan_writing.lock"
+
+
 def _write_if_missing(root: str, kind: str, write: Callable[..., Path], **kwargs) -> None:
     """Write a generated dataset (``write`` leaves ``root/COMPLETE`` last) unless a complete
-    one is already at ``root``; a failed write is a DataError naming data.root."""
-    if (Path(root) / "COMPLETE").is_file():
+    one is already at ``root``; a failed write is a DataError naming data.root.
+
+    Runs started together on a fresh checkout (benchmarks with --jobs 2, two terminals) would
+    write the same files at once and trip over each other's temporary files: the first
+    takes ``root/.vidgan_writing.lock`` and writes, the others wait for it and find COMPLETE.
+    """
+    done = Path(root) / "COMPLETE"
+    if done.is_file():
         return
     try:
-        write(root, **kwargs)
+        Path(root).mkdir(parents=True, exist_ok=True)
+        with open(Path(root) / WRITE_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not done.is_file():
+                write(root, **kwargs)
     except OSError as err:
         raise DataError(f"data.root='{root}': cannot write the {kind} dataset there "
                         f"({err})") from None
