@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Everything issues 13 (GPU speed) and 14 (torchrun) measure on a GPU, in stages that each fit
+# one device-tool command (10 minutes), for the first session that is lent a GPU:
+#
+#   bash benchmarks/gpu_session.sh speed    # st4, st2 x fp32/bf16 x fast/plain convs, batch 32
+#   bash benchmarks/gpu_session.sh naive    # naive at batch 32, and its largest batch
+#   bash benchmarks/gpu_session.sh layout   # st4 bf16 with channels_last_3d / cudnn.benchmark
+#   bash benchmarks/gpu_session.sh eval     # the tgan2 evaluation protocol's wall time
+#   bash benchmarks/gpu_session.sh ddp      # torchrun --nproc_per_node=1 against python
+#   bash benchmarks/gpu_session.sh tests    # the test suite on the CUDA machine (issue 13 item 8)
+#
+# Several stages in one call: `bash benchmarks/gpu_session.sh eval ddp`. Each stage's output
+# also goes to ${OUT:-runs/gpu_session}/<stage>.txt (the device tool returns $OUT). BATCH and
+# EXTRA (config overrides) shrink it for a CPU smoke test, e.g.
+#   BATCH=2 EXTRA="model.resolution=64 model.ch=2 model.dis_ch=2 model.clstm_ch=8" \
+#       EVAL="--eval-samples 8 --eval-repeats 2 --eval-batch 4" ITERS="--warmup 1 --iterations 1" \
+#       bash benchmarks/gpu_session.sh speed eval ddp
+# The results go into docs/BENCHMARKS.md ("Training speed", "Many processes").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-runs/gpu_session}
+mkdir -p "$out"
+batch=${BATCH:-32}
+read -r -a extra <<< "${EXTRA:-}"
+read -r -a eval_args <<< "${EVAL:-}"
+read -r -a iters <<< "${ITERS:-}"
+py=${PYTHON:-python3}
+
+bench() { "$py" -m benchmarks.bench_train "${iters[@]}" --batch "$batch" "$@" "${extra[@]}"; }
+
+stage() {
+    case "$1" in
+        speed) bench --configs ucf101_st4,ucf101_st2 --amp fp32,bf16 --conv fast,plain ;;
+        naive) bench --configs ucf101_naive --amp fp32,bf16 --conv fast \
+                   --max-batch ucf101_naive ;;
+        layout) bench --configs ucf101_st4 --amp bf16 --conv fast --channels-last
+                bench --configs ucf101_st4 --amp bf16 --conv fast --cudnn-benchmark ;;
+        eval) bench --configs ucf101_st4 --amp bf16 --conv fast --iterations 1 --warmup 0 \
+                  --eval-protocol "${eval_args[@]}" ;;
+        ddp) # The same cell under torchrun with one process, then plain (issue 14's record).
+             echo "-- torchrun --standalone --nproc_per_node=1"
+             "$py" -m torch.distributed.run --standalone --nproc_per_node=1 \
+                 -m benchmarks.bench_train "${iters[@]}" --batch "$batch" \
+                 --configs ucf101_st4 --amp bf16 --conv fast "${extra[@]}"
+             echo "-- python"
+             bench --configs ucf101_st4 --amp bf16 --conv fast ;;
+        tests) "$py" -m pytest -q -p no:cacheprovider ;;
+        *) echo "unknown stage '$1': speed, naive, layout, eval, ddp or tests" >&2; return 2 ;;
+    esac
+}
+
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
+    --format=csv,noheader
+for name in "$@"; do
+    echo "== $name"
+    stage "$name" 2>&1 | tee "$out/$name.txt"
+done
