@@ -80,9 +80,20 @@ def time_steps(trainer, warmup: int, iterations: int) -> Dict[str, float]:
     return {"s_per_it": seconds, "peak_gib": peak}
 
 
+def step_without_finite_check(opt, model, loss) -> bool:
+    """``Trainer._step_if_finite`` without its ``isfinite`` (a host sync per phase): for
+    timing what that sync costs (issue 13 item 4), never for training."""
+    from vidgan import distributed
+    distributed.average_gradients(model.parameters(), loss)
+    opt.step()
+    return True
+
+
 def measure(config: str, batch: int, amp: str, conv: str, args, overrides: List[str]) -> Dict:
     with tempfile.TemporaryDirectory() as work, fast_convolutions(conv == "fast"):
         trainer = build_trainer(config, batch, amp, Path(work), overrides, args.channels_last)
+        if args.no_finite_check:
+            trainer._step_if_finite = step_without_finite_check
         try:
             return time_steps(trainer, args.warmup, args.iterations)
         finally:
@@ -160,6 +171,8 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--channels-last", action="store_true", help="models in channels_last_3d")
     p.add_argument("--cudnn-benchmark", action="store_true")
+    p.add_argument("--no-finite-check", action="store_true",
+                   help="time the step without its per-phase isfinite host sync (timing only)")
     p.add_argument("--max-batch", default="", help="configs to find the largest batch for")
     p.add_argument("--eval-protocol", action="store_true",
                    help="also time the tgan2 evaluation protocol with the first config's G")
@@ -174,7 +187,8 @@ def main(argv=None) -> int:
     print("command:", shlex.join([sys.executable, "-m", "benchmarks.bench_train"] +
                                  (sys.argv[1:] if argv is None else list(argv))))
     print(f"{_versions(device)}; cudnn.benchmark {args.cudnn_benchmark}, channels_last_3d "
-          f"{args.channels_last}; {args.warmup} warm-up + {args.iterations} timed steps")
+          f"{args.channels_last}, finite check {not args.no_finite_check}; {args.warmup} "
+          f"warm-up + {args.iterations} timed steps")
     print("\n| config | batch | precision | D convolutions | s/it | it/s | peak GiB |")
     print("|---|---|---|---|---|---|---|")
     for config, amp, conv in itertools.product(args.configs.split(","), args.amp.split(","),

@@ -4,7 +4,8 @@
 #
 #   bash benchmarks/gpu_session.sh speed    # st4, st2 x fp32/bf16 x fast/plain convs, batch 32
 #   bash benchmarks/gpu_session.sh naive    # naive at batch 32, and its largest batch
-#   bash benchmarks/gpu_session.sh layout   # st4 bf16 with channels_last_3d / cudnn.benchmark
+#   bash benchmarks/gpu_session.sh layout   # st4 bf16 with channels_last_3d / cudnn.benchmark,
+#                                           # and without the per-phase isfinite host sync
 #   bash benchmarks/gpu_session.sh eval     # the tgan2 evaluation protocol's wall time
 #   bash benchmarks/gpu_session.sh ddp      # torchrun --nproc_per_node=1 against python
 #   bash benchmarks/gpu_session.sh tests    # the test suite on the CUDA machine (issue 13 item 8)
@@ -34,7 +35,8 @@ stage() {
         naive) bench --configs ucf101_naive --amp fp32,bf16 --conv fast \
                    --max-batch ucf101_naive ;;
         layout) bench --configs ucf101_st4 --amp bf16 --conv fast --channels-last
-                bench --configs ucf101_st4 --amp bf16 --conv fast --cudnn-benchmark ;;
+                bench --configs ucf101_st4 --amp bf16 --conv fast --cudnn-benchmark
+                bench --configs ucf101_st4,ucf101_st2 --amp bf16 --conv fast --no-finite-check ;;
         eval) bench --configs ucf101_st4 --amp bf16 --conv fast --iterations 1 --warmup 0 \
                   --eval-protocol "${eval_args[@]}" ;;
         ddp) # The same cell under torchrun with one process, then plain (issue 14's record).
