@@ -41,16 +41,17 @@ def _is_oom(err: BaseException) -> bool:
 def build_trainer(config: str, batch: int, amp: str, work: Path, overrides: List[str],
                   channels_last: bool):
     """A Trainer on a 4-clip synthetic dataset at the config's resolution (it must exist for
-    the Trainer to start; the timed steps never read it)."""
+    the Trainer to start; the timed steps never read it). The scratch dataset's keys come
+    after ``overrides``: a data.root there must not receive it."""
     from vidgan.train import Trainer
     base = load_config(config, overrides)
     cfg = load_config(config, [
-        "data.dataset=synthetic", f"data.root={work / 'data'}", "data.num_workers=0",
-        "data.synthetic_videos_per_class=1",
+        *overrides, "data.dataset=synthetic", f"data.root={work / 'data'}",
+        "data.num_workers=0", "data.synthetic_videos_per_class=1",
         f"data.synthetic_frames={base.model.n_frames * base.data.frame_stride}",
         f"train.out_dir={work / 'run'}", f"train.batch_size={batch}",
         f"train.amp={'bf16' if amp == 'bf16' else 'none'}", "eval.metrics=[]",
-        "eval.sample_interval=0", *overrides])
+        "eval.sample_interval=0"])
     trainer = Trainer(cfg, overwrite=True)
     if channels_last:
         for net in (trainer.G, trainer.D, trainer.G_ema):
