@@ -10,8 +10,9 @@ keyframe interval 300 as XviD's default) to a temporary folder, then measures ho
 - ours: ``VideoClipDataset`` as training uses it (ucf101_st4 geometry: decode-time resize to
   256x192, random 192x192 crop with the 4 px margin, random flip), reading the manifest,
   with the default decoder (``data.decoder=pyav``); ours-decord: the same with decord;
-- pyav: a straightforward loader written as the PyAV docs suggest: open, seek to the keyframe before the clip's start, decode forward, convert the 16
-  clip frames to RGB at 256x192 with swscale, same crop and flip.
+- pyav: a straightforward loader written as the PyAV docs suggest: open, seek to the
+  keyframe before the clip's start, decode forward, convert the 16 clip frames to RGB at
+  256x192 with swscale, same crop and flip.
 
 All draw the same (video, start) sequence and run in alternating rounds in one process, so
 the ratio is measured under the same machine load. The process is pinned to one core
@@ -86,11 +87,11 @@ def measure(fn, n: int, seed: int) -> float:
 def compare(folder: Path, args, gop: int) -> dict:
     """Alternating rounds of both loaders on files with keyframe interval ``gop``."""
     write_videos(folder, args.videos, args.frames, gop)
-    cfg = load_config("ucf101_st4.yaml", ["data.dataset=folder", f"data.root={folder}"])
+    files = ["data.dataset=folder", f"data.root={folder}"]
+    cfg = load_config("ucf101_st4.yaml", files)
     ours = build_dataset(cfg, "train", progress=False)  # indexes once, like training
-    decord = build_dataset(load_config("ucf101_st4.yaml", [
-        "data.dataset=folder", f"data.root={folder}", "data.decoder=decord"]), "train",
-        progress=False)
+    decord = build_dataset(load_config("ucf101_st4.yaml", files + ["data.decoder=decord"]),
+                           "train", progress=False)
     pyav = PyAVClips([folder / f for f in ours.files], cfg.model.n_frames)
     n = len(ours)
     loaders = {"ours": lambda r: ours.read_clip(int(r.integers(n)), r),

@@ -335,7 +335,7 @@ def test_32px_model_has_levels_at_4_to_32_px_and_trains(tmp_path, synthetic_root
     assert [tuple(v.shape[-3:]) for v in videos] == [(8, 4, 4), (4, 8, 8), (2, 16, 16),
                                                      (1, 32, 32)]
     batches = iter(trainer.loader)
-    video, *_ = next(iter(trainer.loader))
+    video, *_ = next(batches)
     assert video.shape[-2:] == (32, 32)
     for _ in range(2):
         metrics = trainer.train_step(batches)
