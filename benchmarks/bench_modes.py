@@ -97,6 +97,24 @@ def table(results: list, configs: list) -> str:
     return "\n".join(lines)
 
 
+def factor_table(results: list, configs: list) -> str:
+    """Each factor read on its own: the share of clips where it reads, the values covered
+    and KL(p || uniform) over those clips, mean ± sd over the seeds (runs scored before the
+    factor scores existed are left out)."""
+    names = ("shape", "colour", "direction")
+    lines = ["| config | seeds | " + " | ".join(
+        f"{n} read / covered / KL" for n in names) + " |", "|---|---|---|---|---|"]
+    for config in configs:
+        rows = [r for r in results if r["config"] == config and "modes_shape_read" in r]
+        if not rows:
+            continue
+        cells = [" / ".join((cell([r[f"modes_{n}_read"] for r in rows], 2),
+                             cell([r[f"modes_{n}_covered"] for r in rows], 1),
+                             cell([r[f"modes_{n}_kl"] for r in rows], 2))) for n in names]
+        lines.append(f"| {config} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def load_results(out: Path) -> list:
     """The records in ``<out>/results.json`` (creating ``out``), [] for a new benchmark."""
     out.mkdir(parents=True, exist_ok=True)
@@ -150,6 +168,8 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.jobs} job(s) x {threads} "
           f"thread(s); {args.iterations} iterations, {args.n_samples} clips scored per run")
     print(table(current, configs))
+    print()
+    print(factor_table(current, configs))
 
 
 if __name__ == "__main__":

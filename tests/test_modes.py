@@ -12,7 +12,8 @@ from tests.conftest import WIDTHS
 from vidgan.config import load_config
 from vidgan.data.modes import (COLOURS, DIRECTIONS, N_MODES, SHAPES, dataset_clips, mode_factors,
                                mode_id, mode_name, render_clip, write_dataset)
-from vidgan.metrics.modes import REASON_KEYS, REASONS, classify_modes, mode_scores
+from vidgan.metrics.modes import (FACTORS, REASON_KEYS, REASONS, ModePredictions, classify_modes,
+                                  mode_scores)
 
 
 def _decode_all(root):
@@ -104,6 +105,56 @@ def test_corrupted_clips_are_invalid(corruption, reasons):
     assert {REASONS[r] for r in predicted.reason.tolist()} <= reasons, predicted.reason_counts()
 
 
+@pytest.mark.parametrize("corruption, lost", [("flickering colour", "colour"),
+                                              ("frozen", "direction")])
+def test_each_factor_is_read_on_its_own(corruption, lost):
+    """A clip that fails one factor's test still shows the other two factors."""
+    modes = list(range(0, N_MODES, 5))
+    clips = _rendered(modes)
+    if corruption == "frozen":
+        clips = clips[:, :, :1].expand_as(clips).clone()
+    else:
+        odd = (torch.arange(16) % 2 == 1)[None, None, :, None, None]
+        clips = torch.where(odd, clips[:, [1, 2, 0]], clips)
+    predicted = classify_modes(clips)
+    assert bool((predicted.mode == -1).all())
+    truth = dict(zip(("shape", "colour", "direction"), mode_factors(torch.tensor(modes))))
+    for name, values in truth.items():
+        read = getattr(predicted, name)
+        if name == lost:
+            assert bool((read == -1).all()), (name, read)
+        else:
+            assert float((read == values).float().mean()) >= 0.95, (name, read, values)
+    scores = mode_scores(predicted.mode, factors=predicted)
+    assert scores[f"modes_{lost}_read"] == 0.0 and scores["modes_valid"] == 0.0
+    kept = "shape" if lost != "shape" else "colour"
+    assert scores[f"modes_{kept}_read"] >= 0.95
+
+
+def test_factor_scores_on_hand_made_sets():
+    def predictions(shape, colour, direction):
+        shape, colour, direction = (torch.tensor(x) for x in (shape, colour, direction))
+        return ModePredictions(torch.full_like(shape, -1), shape, colour, direction,
+                               torch.zeros_like(shape))
+    # every value once: all covered, KL 0; a factor read in half the clips
+    every = mode_scores(torch.full((8,), -1), factors=predictions(
+        [0, 1, 2, 3, 0, 1, 2, 3], list(range(8)), [0, 1, 2, 3, -1, -1, -1, -1]))
+    assert (every["modes_shape_covered"], every["modes_colour_covered"],
+            every["modes_direction_covered"]) == (4, 8, 4)
+    assert every["modes_shape_kl"] == pytest.approx(0, abs=1e-12)
+    assert every["modes_colour_kl"] == pytest.approx(0, abs=1e-12)
+    assert every["modes_direction_read"] == 0.5 and every["modes_shape_read"] == 1.0
+    # one shape only: KL log 4; 3:1 over two colours: sum p log(p K); no direction read
+    skew = mode_scores(torch.full((4,), -1), factors=predictions(
+        [1, 1, 1, 1], [2, 2, 2, 5], [-1, -1, -1, -1]))
+    assert skew["modes_shape_covered"] == 1 and skew["modes_shape_kl"] == pytest.approx(
+        math.log(4))
+    assert skew["modes_colour_kl"] == pytest.approx(0.75 * math.log(0.75 * 8) +
+                                                    0.25 * math.log(0.25 * 8))
+    assert skew["modes_direction_read"] == 0.0 and skew["modes_direction_covered"] == 0
+    assert skew["modes_direction_kl"] == pytest.approx(math.log(4))
+
+
 def test_scores_on_hand_made_sets():
     every = mode_scores(torch.arange(N_MODES))
     assert every["modes_covered"] == N_MODES and every["modes_kl"] == pytest.approx(0, abs=1e-12)
@@ -150,7 +201,8 @@ def test_modes_configs_train_three_iterations_and_log_the_scores(tmp_path, modes
     events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
     tags = set(events.Tags()["scalars"])
     assert {f"eval/modes_{k}" for k in ("covered", "kl", "valid", "shapes", "colours",
-                                        "directions")} <= tags
+                                        "directions", "shape_read", "colour_kl",
+                                        "direction_covered")} <= tags
     (valid,) = events.Scalars("eval/modes_valid")
     assert valid.step == 3 and 0.0 <= valid.value <= 1.0
 
@@ -169,7 +221,8 @@ def test_evaluate_cli_scores_a_checkpoint_and_real_clips(tmp_path, modes_root, c
     assert record["protocol"] == "modes" and record["c3d_weights"] is None
     assert set(record["scores"]) == {"modes_covered", "modes_kl", "modes_valid", "modes_shapes",
                                      "modes_colours", "modes_directions"} | {
-        f"modes_invalid_{k}" for k in REASON_KEYS[1:]}
+        f"modes_invalid_{k}" for k in REASON_KEYS[1:]} | {
+        f"modes_{name}_{s}" for name, _ in FACTORS for s in ("read", "covered", "kl")}
     shares = [record["scores"][f"modes_invalid_{k}"]["mean"] for k in REASON_KEYS[1:]]
     assert sum(shares) + record["scores"]["modes_valid"]["mean"] == pytest.approx(1.0)
     # real clips of the data: every clip valid, and 128 draws cover most modes
@@ -179,3 +232,6 @@ def test_evaluate_cli_scores_a_checkpoint_and_real_clips(tmp_path, modes_root, c
     assert code == 0, capsys.readouterr().err
     scores = json.loads(out.read_text())["scores"]
     assert scores["modes_valid"]["mean"] >= 0.99 and scores["modes_covered"]["mean"] >= 70
+    for name, k in FACTORS:  # every factor reads, and 128 draws show all its values
+        assert scores[f"modes_{name}_read"]["mean"] >= 0.99
+        assert scores[f"modes_{name}_covered"]["mean"] == k

@@ -37,7 +37,7 @@ from vidgan.config import (ANALYTIC_METRICS, C3D_METRICS, METRICS, Config, Confi
 from vidgan.device import resolve_device
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
 from vidgan.metrics.c3d import N_FRAMES
-from vidgan.metrics.modes import classify_modes, mode_scores
+from vidgan.metrics.modes import ModePredictions, classify_modes, mode_scores
 from vidgan.metrics.stats import mean_cov
 from vidgan.metrics.synthetic import SyntheticReading, read_synthetic, synthetic_scores
 from vidgan.video_io import to_uint8
@@ -184,8 +184,7 @@ def read_batch(x: torch.Tensor, c3d: Optional[C3D], metrics: Sequence[str],
     if "modes" in metrics or "synthetic" in metrics:
         video = to_uint8(x)
         if "modes" in metrics:
-            predicted = classify_modes(video)
-            out["mode"], out["reason"] = predicted.mode, predicted.reason
+            out["modes"] = classify_modes(video)
         if "synthetic" in metrics:
             out["reading"] = read_synthetic(video)
     if any(m in C3D_METRICS for m in metrics):
@@ -219,8 +218,8 @@ def score_clips(clips: Iterable[torch.Tensor], c3d: Optional[C3D], metrics: Sequ
                                   torch.cat([b["logits"] for b in batches]),
                                   metrics, real_stats, splits))
     if "modes" in metrics:
-        out.update(mode_scores(torch.cat([b["mode"] for b in batches]),
-                               reason=torch.cat([b["reason"] for b in batches])))
+        predicted = ModePredictions.cat(b["modes"] for b in batches)
+        out.update(mode_scores(predicted.mode, reason=predicted.reason, factors=predicted))
     if "synthetic" in metrics:
         out.update(synthetic_scores(SyntheticReading.cat(b["reading"] for b in batches),
                                     real_stats.synthetic if real_stats else None))

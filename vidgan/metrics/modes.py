@@ -18,16 +18,19 @@ against the border's median colour, its largest 8-connected component). Per clip
   most 0.35 of it), and stay within 6% of the frame of the line (no jumps).
 
 A clip that fails any test is invalid (mode -1) with the first failed test as its reason.
+Each factor is also read on its own (shape, colour, direction: the object tests and that
+factor's tests): a generator that draws the right shapes in drifting colours still shows its
+shape coverage, long before any clip passes every test.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, Optional
+from dataclasses import dataclass, fields
+from typing import Dict, Iterable, Optional
 
 import torch
 
-from vidgan.data.modes import HUES, N_MODES, mode_factors, mode_id
+from vidgan.data.modes import DIRECTIONS, HUES, N_MODES, SHAPES, mode_factors, mode_id
 from vidgan.metrics.objects import hsv, measure_objects
 
 AREA = (0.02, 0.20)  # object area as a fraction of the frame
@@ -49,13 +52,19 @@ REASON_KEYS = ("valid", "no_object", "not_one_object", "no_known_shape", "off_pa
 
 @dataclass
 class ModePredictions:
-    """Per clip: mode id (-1 = invalid), its factors (-1 where a test failed first) and the
-    index of the first failed test in REASONS (0 = valid)."""
+    """Per clip: mode id (-1 = invalid), each factor read on its own (-1 where the object
+    tests or that factor's tests fail, whatever the other factors do) and the index of the
+    first failed test in REASONS (0 = valid)."""
     mode: torch.Tensor
     shape: torch.Tensor
     colour: torch.Tensor
     direction: torch.Tensor
     reason: torch.Tensor
+
+    @classmethod
+    def cat(cls, parts: Iterable["ModePredictions"]) -> "ModePredictions":
+        parts = list(parts)
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
     def reason_counts(self) -> Dict[str, int]:
         counts = torch.bincount(self.reason, minlength=len(REASONS))
@@ -149,33 +158,46 @@ def classify_modes(video: torch.Tensor) -> ModePredictions:
         reason = torch.where(passed, reason, torch.full_like(reason, i))
     valid = reason == 0
     invalid = torch.full_like(reason, -1)
-    # a factor is known when its test and those before it passed
-    shape = torch.where(valid | (reason > REASONS.index("no known shape")), shape, invalid)
-    colour = torch.where(valid | (reason > REASONS.index("colour changes")), colour, invalid)
-    direction = torch.where(valid, direction, invalid)
-    mode = torch.where(valid, mode_id(shape, colour, direction), invalid)
+    readable = has_object & enough
+    shape = torch.where(readable & shape_ok, shape, invalid)
+    colour = torch.where(readable & colour_ok & steady, colour, invalid)
+    direction = torch.where(readable & moving & straight, direction, invalid)
+    mode = torch.where(valid, mode_id(shape.clamp_min(0), colour.clamp_min(0),
+                                      direction.clamp_min(0)), invalid)
     return ModePredictions(mode.cpu(), shape.cpu(), colour.cpu(), direction.cpu(), reason.cpu())
 
 
+FACTORS = (("shape", len(SHAPES)), ("colour", len(HUES)), ("direction", len(DIRECTIONS)))
+
+
+def _coverage(values: torch.Tensor, k: int):
+    """Covered values (of k) and KL(p || uniform over k) of the values >= 0; with none the
+    KL is log(k), its value for a single value (its maximum)."""
+    counts = torch.bincount(values[values >= 0].long(), minlength=k).double()
+    n = counts.sum()
+    if n == 0:
+        return 0.0, math.log(k)
+    p = counts[counts > 0] / n
+    return float((counts > 0).sum()), float((p * torch.log(p * k)).sum())
+
+
 def mode_scores(mode: torch.Tensor, n_modes: int = N_MODES,
-                reason: Optional[torch.Tensor] = None) -> Dict[str, float]:
+                reason: Optional[torch.Tensor] = None,
+                factors: Optional[ModePredictions] = None) -> Dict[str, float]:
     """Scores of clips' mode ids (-1 = invalid): modes covered (of n_modes), KL(p_gen ||
     uniform) over the valid clips, the fraction valid, and how many shapes, colours and
     directions the valid clips cover. With no valid clip the KL is log(n_modes), its value
     for a single mode (its maximum). With the classifier's ``reason`` codes, also the
     fraction of clips invalid for each reason (modes_invalid_no_object, ...): what the
-    generator still gets wrong."""
+    generator still gets wrong. With the classifier's predictions as ``factors``, each
+    factor read on its own: the fraction of clips where it reads (modes_shape_read, ...),
+    the values covered and KL(p || uniform) over those clips (modes_shape_covered,
+    modes_shape_kl, ...), so a factor that collapses shows before any clip is valid."""
     mode = mode.long()
     valid = mode >= 0
-    counts = torch.bincount(mode[valid], minlength=n_modes).double()
-    n = counts.sum()
-    if n > 0:
-        p = counts[counts > 0] / n
-        kl = float((p * torch.log(p * n_modes)).sum())
-    else:
-        kl = math.log(n_modes)
+    covered, kl = _coverage(mode, n_modes)
     shapes, colours, directions = mode_factors(mode[valid])
-    out = {"modes_covered": float((counts > 0).sum()), "modes_kl": kl,
+    out = {"modes_covered": covered, "modes_kl": kl,
            "modes_valid": float(valid.double().mean()) if len(mode) else 0.0,
            "modes_shapes": float(len(torch.unique(shapes))),
            "modes_colours": float(len(torch.unique(colours))),
@@ -184,4 +206,11 @@ def mode_scores(mode: torch.Tensor, n_modes: int = N_MODES,
         share = torch.bincount(reason.long(), minlength=len(REASONS)).double() / max(len(reason), 1)
         out.update({f"modes_invalid_{key}": float(f)
                     for key, f in zip(REASON_KEYS[1:], share[1:])})
+    if factors is not None:
+        for name, k in FACTORS:
+            values = getattr(factors, name)
+            covered, kl = _coverage(values, k)
+            out.update({f"modes_{name}_read": float((values >= 0).double().mean())
+                        if len(values) else 0.0,
+                        f"modes_{name}_covered": covered, f"modes_{name}_kl": kl})
     return out
