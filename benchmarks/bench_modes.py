@@ -115,6 +115,19 @@ def factor_table(results: list, configs: list) -> str:
     return "\n".join(lines)
 
 
+def reason_table(results: list, configs: list) -> str:
+    """The share of clips each classifier test turns away first, mean over the seeds."""
+    keys = [k for k in (results[0] if results else {}) if k.startswith("modes_invalid_")]
+    lines = ["| config | " + " | ".join(k[len("modes_invalid_"):].replace("_", " ")
+                                       for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for config in configs:
+        rows = [r for r in results if r["config"] == config and all(k in r for k in keys)]
+        if rows and keys:
+            lines.append(f"| {config} | " + " | ".join(
+                f"{statistics.mean(r[k] for r in rows):.3f}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
 def load_results(out: Path) -> list:
     """The records in ``<out>/results.json`` (creating ``out``), [] for a new benchmark."""
     out.mkdir(parents=True, exist_ok=True)
@@ -168,6 +181,8 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.jobs} job(s) x {threads} "
           f"thread(s); {args.iterations} iterations, {args.n_samples} clips scored per run")
     print(table(current, configs))
+    print()
+    print(reason_table(current, configs))
     print()
     print(factor_table(current, configs))
 
