@@ -30,8 +30,8 @@ def _decode_all(root):
 
 @pytest.fixture(scope="session")
 def modes_root(tmp_path_factory):
-    """One clip per mode at 64 px, the size the modes configs train at."""
-    return write_dataset(tmp_path_factory.mktemp("modes64"), per_mode=1, n_frames=16, size=64)
+    """One clip per mode at 32 px, the size the modes configs train at."""
+    return write_dataset(tmp_path_factory.mktemp("modes32"), per_mode=1, n_frames=16, size=32)
 
 
 def test_mode_ids_and_names():
@@ -181,7 +181,7 @@ MODES_CONFIGS = ["modes_st4", "modes_3d2d", "modes_memory", "modes_mocogan"]
 
 
 def _modes_config(name, root, out, *extra):
-    tiny = [o for o in WIDTHS if not o.startswith("model.n_frames")]
+    tiny = [o for o in WIDTHS if not o.startswith(("model.n_frames", "model.resolution"))]
     return load_config(name, tiny + [f"data.root={root}", f"train.out_dir={out}",
                                      "eval.sample_interval=0", "eval.n_samples=8",
                                      "eval.batch_size=8", *extra])
@@ -195,6 +195,7 @@ def test_modes_configs_train_three_iterations_and_log_the_scores(tmp_path, modes
     cfg = _modes_config(name, modes_root, tmp_path / "run", "train.iterations=3",
                         "eval.interval=3")
     assert cfg.data.dataset == "modes" and cfg.model.n_frames == 16
+    assert cfg.model.resolution == 32  # as shipped
     trainer = Trainer(cfg)
     assert len(trainer.dataset) == N_MODES and trainer.c3d is None
     trainer.run()
