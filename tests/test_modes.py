@@ -74,6 +74,24 @@ def _rendered(modes, size=32, seed=0):
                         for m in modes])
 
 
+def _corrupted(clips, corruption, modes):
+    """``clips`` of ``modes`` (rendered at 32 px) broken the way ``corruption`` names."""
+    g = torch.Generator().manual_seed(0)
+    if corruption == "noise":
+        return torch.randint(0, 256, clips.shape, generator=g, dtype=torch.uint8)
+    if corruption == "two objects":  # two clips side by side in a 32 x 64 frame
+        return torch.cat([clips, _rendered([(m + 37) % N_MODES for m in modes], seed=1)], -1)
+    if corruption == "frozen":
+        return clips[:, :, :1].expand_as(clips).clone()
+    if corruption == "flickering colour":  # every other frame with its channels rotated
+        odd = (torch.arange(16) % 2 == 1)[None, None, :, None, None]
+        return torch.where(odd, clips[:, [1, 2, 0]], clips)
+    if corruption == "shuffled frames":
+        return clips[:, :, torch.randperm(16, generator=g)]
+    assert corruption == "empty"
+    return clips[:, :, :, :1, :1].expand_as(clips).clone()
+
+
 @pytest.mark.parametrize("corruption, reasons", [
     ("noise", {"not one object"}),
     ("two objects", {"not one object"}),
@@ -86,21 +104,7 @@ def test_corrupted_clips_are_invalid(corruption, reasons):
     modes = list(range(0, N_MODES, 9))
     clips = _rendered(modes)
     assert bool((classify_modes(clips).mode == torch.tensor(modes)).all())  # intact: read
-    g = torch.Generator().manual_seed(0)
-    if corruption == "noise":
-        clips = torch.randint(0, 256, clips.shape, generator=g, dtype=torch.uint8)
-    elif corruption == "two objects":  # two clips side by side in a 32 x 64 frame
-        clips = torch.cat([clips, _rendered([(m + 37) % N_MODES for m in modes], seed=1)], -1)
-    elif corruption == "frozen":
-        clips = clips[:, :, :1].expand_as(clips).clone()
-    elif corruption == "flickering colour":  # every other frame with its channels rotated
-        odd = (torch.arange(16) % 2 == 1)[None, None, :, None, None]
-        clips = torch.where(odd, clips[:, [1, 2, 0]], clips)
-    elif corruption == "shuffled frames":
-        clips = clips[:, :, torch.randperm(16, generator=g)]
-    else:
-        clips = clips[:, :, :, :1, :1].expand_as(clips).clone()
-    predicted = classify_modes(clips)
+    predicted = classify_modes(_corrupted(clips, corruption, modes))
     assert bool((predicted.mode == -1).all())
     assert {REASONS[r] for r in predicted.reason.tolist()} <= reasons, predicted.reason_counts()
 
@@ -110,13 +114,7 @@ def test_corrupted_clips_are_invalid(corruption, reasons):
 def test_each_factor_is_read_on_its_own(corruption, lost):
     """A clip that fails one factor's test still shows the other two factors."""
     modes = list(range(0, N_MODES, 5))
-    clips = _rendered(modes)
-    if corruption == "frozen":
-        clips = clips[:, :, :1].expand_as(clips).clone()
-    else:
-        odd = (torch.arange(16) % 2 == 1)[None, None, :, None, None]
-        clips = torch.where(odd, clips[:, [1, 2, 0]], clips)
-    predicted = classify_modes(clips)
+    predicted = classify_modes(_corrupted(_rendered(modes), corruption, modes))
     assert bool((predicted.mode == -1).all())
     truth = dict(zip(("shape", "colour", "direction"), mode_factors(torch.tensor(modes))))
     for name, values in truth.items():
