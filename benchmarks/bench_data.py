@@ -87,10 +87,10 @@ def measure(fn, n: int, seed: int) -> float:
 def compare(folder: Path, args, gop: int) -> dict:
     """Alternating rounds of both loaders on files with keyframe interval ``gop``."""
     write_videos(folder, args.videos, args.frames, gop)
-    files = ["data.dataset=folder", f"data.root={folder}"]
-    cfg = load_config("ucf101_st4.yaml", files)
+    folder_keys = ["data.dataset=folder", f"data.root={folder}"]
+    cfg = load_config("ucf101_st4.yaml", folder_keys)
     ours = build_dataset(cfg, "train", progress=False)  # indexes once, like training
-    decord = build_dataset(load_config("ucf101_st4.yaml", files + ["data.decoder=decord"]),
+    decord = build_dataset(load_config("ucf101_st4.yaml", folder_keys + ["data.decoder=decord"]),
                            "train", progress=False)
     pyav = PyAVClips([folder / f for f in ours.files], cfg.model.n_frames)
     n = len(ours)
