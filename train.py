@@ -39,6 +39,8 @@ def main(argv=None) -> int:
             step, scores = trainer.last_scores
             print(report(scores, f"What the samples show at step {step} ({cfg.eval.n_samples} "
                                  f"clips of the EMA generator, vidgan.metrics.synthetic):"))
+            print(f"  samples: {cfg.train.out_dir}/samples/ (mp4 grids); what a short run draws, "
+                  f"and how long the targets take: README, 'What the demo shows'")
     except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError, RunDirError,
             ValueError) as err:  # bad input or a stopped run: one line (+ file lists)
         print(f"error: {err}", file=sys.stderr)

@@ -164,6 +164,7 @@ def test_the_shipped_demo_trains_and_prints_its_scores_against_the_targets(tmp_p
     for label in ("one coherent moving object", "classes present", "KL(classes || uniform)",
                   "colour spread / the data's", "typical motion / the data's", "class shares"):
         assert label in out
+    assert f"samples: {tmp_path / 'run'}/samples/" in out
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
     (coherent,) = events.Scalars("eval/synthetic_coherent")
