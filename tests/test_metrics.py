@@ -3,9 +3,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from vidgan.metrics import (ddm, frechet_distance, frechet_distance_to_features,
                             inception_score, mean_cov)
+from vidgan.metrics.stats import kl_to_uniform
 
 
 def random_probs(n, k, seed=0):
@@ -133,3 +135,14 @@ def test_ddm_is_lowest_for_the_test_distribution_and_grows_as_modes_drop():
     assert abs(same - fresh) < 0.01
     assert max(same, fresh) + 1 < dropped[0] < dropped[1] < dropped[2]
     assert shifted > max(same, fresh) + 1
+
+
+def test_kl_to_uniform_against_the_definition():
+    """KL(p || u) = sum_i p_i log(p_i k): 0 for uniform counts, log(k/m) for m equal
+    categories, log(k) with no count (the single-category maximum)."""
+    assert kl_to_uniform(torch.tensor([5, 5, 5, 5])) == pytest.approx(0.0, abs=1e-12)
+    assert kl_to_uniform(torch.tensor([2, 2, 0, 0])) == pytest.approx(math.log(2))
+    assert kl_to_uniform(torch.tensor([0, 7, 0, 0])) == pytest.approx(math.log(4))
+    assert kl_to_uniform(torch.zeros(4, dtype=torch.long)) == pytest.approx(math.log(4))
+    p = torch.tensor([0.75, 0.25])
+    assert kl_to_uniform(torch.tensor([3, 1])) == pytest.approx(float((p * (p * 2).log()).sum()))

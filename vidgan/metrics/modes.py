@@ -32,6 +32,7 @@ import torch
 
 from vidgan.data.modes import DIRECTIONS, HUES, N_MODES, SHAPES, mode_factors, mode_id
 from vidgan.metrics.objects import hsv, measure_objects
+from vidgan.metrics.stats import kl_to_uniform
 
 AREA = (0.02, 0.20)  # object area as a fraction of the frame
 # Lower bounds of the fill classes and the triangle's centroid offset (in box heights), set
@@ -173,12 +174,8 @@ FACTORS = (("shape", len(SHAPES)), ("colour", len(HUES)), ("direction", len(DIRE
 def _coverage(values: torch.Tensor, k: int):
     """Covered values (of k) and KL(p || uniform over k) of the values >= 0; with none the
     KL is log(k), its value for a single value (its maximum)."""
-    counts = torch.bincount(values[values >= 0].long(), minlength=k).double()
-    n = counts.sum()
-    if n == 0:
-        return 0.0, math.log(k)
-    p = counts[counts > 0] / n
-    return float((counts > 0).sum()), float((p * torch.log(p * k)).sum())
+    counts = torch.bincount(values[values >= 0].long(), minlength=k)
+    return float((counts > 0).sum()), kl_to_uniform(counts)
 
 
 def mode_scores(mode: torch.Tensor, n_modes: int = N_MODES,

@@ -1,6 +1,9 @@
-"""Feature statistics: the Gaussian (mean, covariance) that FID compares."""
+"""Statistics the metrics share: the Gaussian (mean, covariance) of features that FID
+compares, and how far a histogram of categories is from uniform (the mode-coverage and
+synthetic-demo scores)."""
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import numpy as np
@@ -20,3 +23,14 @@ def mean_cov(features) -> Tuple[np.ndarray, np.ndarray]:
     mu = f.mean(dim=0)
     centred = f - mu
     return mu.cpu().numpy(), (centred.T @ centred / (len(f) - 1)).cpu().numpy()
+
+
+def kl_to_uniform(counts: torch.Tensor) -> float:
+    """KL(p || uniform over the k = len(counts) categories) of p = counts / counts.sum(); with
+    no count at all, log(k): its value when every count falls in one category (its maximum)."""
+    counts = counts.double()
+    n = counts.sum()
+    if n == 0:
+        return math.log(len(counts))
+    p = counts[counts > 0] / n
+    return float((p * torch.log(p * len(counts))).sum())

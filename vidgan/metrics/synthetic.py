@@ -19,7 +19,6 @@ also given as ratios: what issue 17's targets are written in.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -27,6 +26,7 @@ import torch
 
 from vidgan.data.synthetic import CLASSES
 from vidgan.metrics.objects import measure_objects
+from vidgan.metrics.stats import kl_to_uniform
 
 AREA = (0.02, 0.25)  # object area as a fraction of the frame
 SIZE_CHANGE = 1.6  # largest / smallest area of the object over the clip
@@ -113,12 +113,8 @@ def synthetic_scores(reading: SyntheticReading,
     labels = reading.label[coherent]
     counts = torch.bincount(labels, minlength=N_CLASSES).double()
     n = counts.sum()
-    if n > 0:
-        p = counts / n
-        nz = p[p > 0]
-        kl = float((nz * torch.log(nz * N_CLASSES)).sum())
-    else:
-        p, kl = counts, math.log(N_CLASSES)
+    p = counts / n if n > 0 else counts
+    kl = kl_to_uniform(counts)
     out = {"synthetic_coherent": float(coherent.double().mean()) if len(coherent) else 0.0,
            "synthetic_classes": float((counts > 0).sum()), "synthetic_kl": kl,
            "synthetic_colour_spread": colour_spread(reading.colour[coherent]),
