@@ -1,4 +1,4 @@
-"""The discriminator's fast convolutions equal plain F.conv3d, derivatives included (issue 13)."""
+"""The discriminator's fast convolutions equal plain F.conv3d, derivatives included."""
 import pytest
 import torch
 from torch.nn import functional as F
@@ -97,6 +97,32 @@ def test_autocast_runs_in_one_dtype():
         expected = conv(x)
     torch.testing.assert_close(y.float(), expected.float(), rtol=2e-2, atol=2e-2)
     assert torch.isfinite(conv.weight.grad).all()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_one_frame_equals_conv3d_on_both_paths(fast):
+    """One frame runs as a 2D convolution of the centre slice on either path: exact in float64
+    (values, R1's gradient and its derivatives)."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(FastConv3d(3, 4, 3, 1), torch.nn.Flatten(), torch.nn.Softplus(),
+                              torch.nn.Linear(4 * 30, 1), torch.nn.Flatten(0)).double()
+    x = torch.randn(2, 3, 1, 5, 6, dtype=torch.float64)
+    ours = _r1_derivatives(net, x, fast)
+    net[0].forward = lambda v: F.conv3d(v, net[0].weight, net[0].bias, padding=1)
+    _assert_equal(ours, _r1_derivatives(net, x, fast))
+
+
+def test_one_frame_bf16_autocast_on_the_cpu_matches_float32():
+    """The CPU's bf16 conv3d on one frame of 3 channels returns values off by O(1) (torch
+    2.14); the plain path's 2D convolution does not."""
+    torch.manual_seed(0)
+    conv = FastConv3d(3, 2, 3, 1)
+    x = torch.randn(4, 3, 1, 8, 8)
+    with torch.no_grad():
+        expected = F.conv3d(x, conv.weight, conv.bias, padding=1)
+        with fast_convolutions(False), torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+    torch.testing.assert_close(y.float(), expected, rtol=3e-2, atol=3e-2)
 
 
 def test_default_path_is_fast_on_gpus_only():

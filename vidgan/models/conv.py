@@ -1,5 +1,5 @@
 """The discriminator's convolutions, with derivatives of every order that are again plain
-convolutions (issue 13: R1's double backward, tgan2 Eq. 10).
+convolutions (R1's double backward, tgan2 Eq. 10).
 
 R1 differentiates the discriminator's input gradient once more. Through ``F.conv3d`` that
 second derivative is ``aten::_convolution_double_backward``, which on the GPU runs a generic
@@ -126,10 +126,17 @@ class FastConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = x.is_cuda if _enabled is None else _enabled
         # meta tensors: vidgan.profile counts the MACs of the plain convolution, as the paper
-        if not fast or x.device.type == "meta":
+        if x.device.type == "meta":
             return super().forward(x)
         if x.shape[2] == 1:
-            # One frame: the padded frames are zeros, only the centre temporal slice acts.
+            # One frame: the padded frames are zeros, only the centre temporal slice acts. On
+            # both paths: besides being cheaper, it avoids the CPU's bf16 conv3d, which returns
+            # garbage for one-frame inputs of 3 channels (torch 2.14, tests/test_conv.py).
             w = self.weight[:, :, self.kernel_size[0] // 2]
+            if not fast:
+                return F.conv2d(x.squeeze(2), w, self.bias,
+                                padding=self.padding[1:]).unsqueeze(2)
             return same_conv(x.squeeze(2), w, self.bias).unsqueeze(2)
+        if not fast:
+            return super().forward(x)
         return same_conv(x, self.weight, self.bias)
