@@ -57,8 +57,22 @@ def run_one(config: str, seed: int, args, threads: int) -> dict:
     record = json.loads(scores.read_text())["scores"]
     return {"config": config, "seed": seed, "iterations": args.iterations,
             "n_samples": args.n_samples, "overrides": args.overrides,
-            "s_per_it": seconds_per_iteration(run / "tb"),
+            "s_per_it": seconds_per_iteration(run / "tb"), **latent_spread(ckpt),
             **{k: v["mean"] for k, v in record.items() if k.startswith("modes_")}}
+
+
+@torch.no_grad()
+def latent_spread(checkpoint: Path, n: int = 16, seed: int = 123, early: int = 3) -> dict:
+    """How much the frames still depend on z: the per-pixel std across ``n`` fixed latents of
+    the EMA generator's clips, in grey levels (0-255), averaged over frames 1..``early``
+    (``spread_early``) and over the frames after (``spread_late``). A generator whose
+    frames stop following z after a few steps has spread_late << spread_early."""
+    from vidgan.checkpoint import load_generator
+    G = load_generator(checkpoint, device="cpu").G
+    z = G.sample_z(n, generator=torch.Generator().manual_seed(seed))
+    video = (G(z) + 1) * 127.5  # (n, 3, T, H, W) in grey levels
+    std = video.std(dim=0).mean(dim=(0, 2, 3))  # (T,)
+    return {"spread_early": float(std[:early].mean()), "spread_late": float(std[early:].mean())}
 
 
 def _top_reason(rows: list) -> str:
@@ -112,6 +126,19 @@ def factor_table(results: list, configs: list) -> str:
                              cell([r[f"modes_{n}_covered"] for r in rows], 1),
                              cell([r[f"modes_{n}_kl"] for r in rows], 2))) for n in names]
         lines.append(f"| {config} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spread_table(results: list, configs: list) -> str:
+    """``latent_spread`` of the final EMA generators, mean ± sd over the seeds."""
+    lines = ["| config | seeds | spread across z, frames 1-3 | frames 4-16 | late / early |",
+             "|---|---|---|---|---|"]
+    for config in configs:
+        rows = [r for r in results if r["config"] == config and "spread_late" in r]
+        if rows:
+            early, late = [r["spread_early"] for r in rows], [r["spread_late"] for r in rows]
+            lines.append(f"| {config} | {len(rows)} | {cell(early, 1)} | {cell(late, 1)} | "
+                         f"{cell([l / e for e, l in zip(early, late)], 2)} |")
     return "\n".join(lines)
 
 
@@ -174,6 +201,7 @@ def main(argv=None) -> None:
     def describe(item, record):
         return (f"{item[0]} seed {item[1]}: covered {record['modes_covered']:.0f}, "
                 f"KL {record['modes_kl']:.3f}, valid {record['modes_valid']:.3f}, "
+                f"spread {record['spread_early']:.1f} / {record['spread_late']:.1f}, "
                 f"{record['s_per_it']:.3f} s/it")
     threads = run_pending(todo, lambda item, th: run_one(*item, args, th), describe, results,
                           out, args.jobs)
@@ -185,6 +213,8 @@ def main(argv=None) -> None:
     print(reason_table(current, configs))
     print()
     print(factor_table(current, configs))
+    print()
+    print(spread_table(current, configs))
 
 
 if __name__ == "__main__":

@@ -325,7 +325,10 @@ def test_render_refuses_train_mode(G):
 
 
 # ------------------------------------------------------------------ content x motion (MoCoGAN)
-GRU = ["model.temporal=gru", "model.content_dim=6", "model.motion_dim=4"]
+# model.init=legacy (Glorot renderers): with seed 0 this untrained generator's six tiles of
+# test_content_motion_grid_geometry then differ by > 10 dB; with the LeCun renderers two of
+# them come within 22 dB by chance. The test is about the grid's layout, not the init.
+GRU = ["model.temporal=gru", "model.content_dim=6", "model.motion_dim=4", "model.init=legacy"]
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,11 @@ from vidgan.train.loss import d_loss, r1_penalty
 
 
 def _trainer(tmp_path, root, *extra):
+    # PyTorch's Adam form, so that the reference below is torch.optim.Adam itself (the Chainer
+    # form is tested against its formula in test_official_step.py)
     return Trainer(tiny_config(f"data.root={root}", f"train.out_dir={tmp_path / 'run'}",
-                               "data.dataset=folder", "model.n_classes=4", *extra))
+                               "data.dataset=folder", "model.n_classes=4", "train.adam=torch",
+                               *extra))
 
 
 def _d_logits(trainer, real, y, need_grad):
@@ -38,7 +41,7 @@ def _reference_d_steps(trainer, batches, interval, lam):
         torch.manual_seed(100 + i)
         real = normalize(video)
         inputs, real_logits, fake_logits = _d_logits(trainer, real, y, interval == 1)
-        loss = d_loss(real_logits, fake_logits)
+        loss = d_loss(real_logits, fake_logits, trainer.cfg.loss.combine)
         if interval == 1:
             loss = loss + lam * r1_penalty(inputs, real_logits)
         opt.zero_grad(set_to_none=True)

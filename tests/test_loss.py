@@ -22,13 +22,23 @@ def test_sum_combination_is_eq7():
     assert float(g_loss(fake, "sum")) == pytest.approx(expected_g, rel=1e-6)
 
 
-def test_mean_combination_averages_levels():
+def test_mean_combination_is_the_official_mean_over_all_logits():
+    """The official DiracUpdater: F.mean(softplus(-y_real)) + F.mean(softplus(y_fake)) with
+    y the levels' logits concatenated (F.concat(outputs, axis=0)), so a level with more
+    samples weighs more; with equal batch sizes it is the mean over levels."""
     real = [torch.tensor([0.3]), torch.tensor([0.5, 2.0])]  # levels may differ in batch size
     fake = [torch.tensor([-0.2]), torch.tensor([0.4, -0.7])]
-    per_level = [-math.log(_sigmoid(0.3)) - math.log(1 - _sigmoid(-0.2)),
-                 (-math.log(_sigmoid(0.5)) - math.log(_sigmoid(2.0))) / 2
-                 + (-math.log(1 - _sigmoid(0.4)) - math.log(1 - _sigmoid(-0.7))) / 2]
-    assert float(d_loss(real, fake, "mean")) == pytest.approx(sum(per_level) / 2, rel=1e-6)
+    expected = (-math.log(_sigmoid(0.3)) - math.log(_sigmoid(0.5)) - math.log(_sigmoid(2.0))) / 3 \
+        + (-math.log(1 - _sigmoid(-0.2)) - math.log(1 - _sigmoid(0.4))
+           - math.log(1 - _sigmoid(-0.7))) / 3
+    assert float(d_loss(real, fake, "mean")) == pytest.approx(expected, rel=1e-6)
+    expected_g = (-math.log(_sigmoid(-0.2)) - math.log(_sigmoid(0.4))
+                  - math.log(_sigmoid(-0.7))) / 3
+    assert float(g_loss(fake, "mean")) == pytest.approx(expected_g, rel=1e-6)
+    # equal batch sizes: the mean over levels of each level's loss
+    real2, fake2 = [real[1], real[1] * 2], [fake[1], fake[1] - 1]
+    per_level = [float(d_loss([r], [f], "mean")) for r, f in zip(real2, fake2)]
+    assert float(d_loss(real2, fake2, "mean")) == pytest.approx(sum(per_level) / 2, rel=1e-6)
 
 
 def test_r1_equals_hand_computed_gradient_norm():

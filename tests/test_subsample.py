@@ -83,6 +83,22 @@ def test_real_targets_pool_and_subsample():
     assert torch.allclose(t1, img.view(1, 3, 1, 8, 8, 8, 8).mean(dim=(4, 6)), atol=1e-6)
 
 
+def test_real_clips_draw_their_offsets_per_example():
+    """The official MultiLevelDataset subsamples each clip on its own: clip i's level-2 frames
+    are tau = t * s_t + b_i (Eq. 9) with b_i ~ U{0..s_t-1} of its own; levels chain."""
+    torch.manual_seed(0)
+    T, s, n = 16, 4, 64
+    video = torch.arange(T, dtype=torch.float32).view(1, 1, T, 1, 1).expand(n, 3, T, 8, 8)
+    level2, level3 = real_targets(video.contiguous(), [s, s, s], [1, 2, 3, 4])[1:3]
+    frames = level2[:, 0, :, 0, 0]  # (n, 4) frame ids, after the level's 4x4 pooling
+    offsets = frames[:, 0]
+    assert torch.equal(frames, offsets[:, None] + s * torch.arange(T // s))
+    assert set(offsets.tolist()) == {0.0, 1.0, 2.0, 3.0}  # 64 clips: every offset occurs
+    # level 3: one frame of each clip's level 2, at its own offset
+    assert len(set(level3[:, 0, 0, 0, 0].tolist())) > s
+    assert all(f in frames[i].tolist() for i, f in enumerate(level3[:, 0, 0, 0, 0].tolist()))
+
+
 def test_batch_subsampling_through_generator_and_discriminator():
     cfg = tiny_config("model.subsample_batch=true", "loss.combine=mean", "model.n_classes=3")
     G, D = build_generator(cfg).train(), build_discriminator(cfg)

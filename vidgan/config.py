@@ -57,9 +57,17 @@ class ModelConfig:
     # Channels of the first feature map (both temporal generators); the ConvLSTM's width.
     clstm_ch: int = 1024  # official UCF101 run: 1024
     clstm_layers: int = 1
-    ch: int = 32  # image-generator base width (DESIGN §2 channel plan)
+    ch: int = 32  # image-generator base width (tgan2 Fig. 3 channel plan)
     dis_ch: int = 64  # 3D ResNet width of the first block; doubles per DownBlock
     discriminator: str = "multi3d"
+    # DownSample (tgan2 Fig. 4) on an axis of length 1: "official" zero-pads it to 3 frames
+    # ([0, x, 0]) as the official code does (Table 1's D costs count this); "paper" leaves it
+    # alone, as the figure's caption reads. docs/FIDELITY.md gives the measured difference.
+    downsample: str = "official"
+    # "official": the official code's init: FC and ConvLSTM (convlstm only) and the renderers
+    # LeCun normal (std 1/sqrt(fan_in)) with zero biases, Up blocks Glorot uniform. "legacy":
+    # vidgan before 0.2: FC and ConvLSTM at PyTorch's default init, renderers Glorot uniform.
+    init: str = "official"
     # Frame subsampling factor s_t of each of the three subsampling layers (tgan2 Eq. 8-9).
     subsample: List[int] = field(default_factory=lambda: [4, 4, 4])
     # Official-code option: each subsampling layer also keeps every 2nd sample of the batch.
@@ -116,9 +124,10 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    # "sum": tgan2 Eq. (7), one sigmoid over the sum of the level logits (the paper).
-    # "mean": the official code, softplus loss per level, averaged over levels.
-    combine: str = "sum"
+    # "mean": the official code (it produced the paper's numbers): the softplus loss of every
+    # head's logits, averaged over all of them (levels x batch). "sum": tgan2 Eq. (7), one
+    # sigmoid over the sum of the level logits, as the paper's text writes it.
+    combine: str = "mean"
     r1_weight: float = 0.5  # lambda of Eq. (10); 0.5 for TGANv2, 10 for the baselines
     # Lazy R1 (StyleGAN2 §B): k > 1 runs R1 as its own D step every k-th D step, weighted
     # k * lambda, with D's Adam lr * k/(k+1) and betas ** (k/(k+1)). 1 = every step, in the
@@ -135,7 +144,15 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-4
     betas: List[float] = field(default_factory=lambda: [0.0, 0.9])
-    adam_eps: float = 1e-8
+    # "chainer": the official code's Adam, eps added to sqrt(v) before the bias correction
+    # (vidgan.train.optim.ChainerAdam); "torch": torch.optim.Adam, eps added after it.
+    adam: str = "chainer"
+    adam_eps: float = 8e-8  # the official code's Adam eps (in the form train.adam names)
+    # "g_first": the official code's iteration: G step through the D of before this
+    # iteration's D update, then the D step on that same G output (one G forward per
+    # iteration); "d_first": D step on its own fakes, then a new z and G forward through the
+    # updated D (StyleGAN2's order; vidgan before 0.2).
+    step_order: str = "g_first"
     lr_decay_iterations: int = 100000  # lr decays linearly to 0 over this many (tgan2 §5.2)
     n_dis: int = 1  # D updates per G update
     ema_beta: float = 0.999  # generator EMA; the EMA weights are used for sampling
@@ -180,12 +197,30 @@ CHOICES = {
     "model.frame_discriminator": ("none", "resnet2d", "memory"),
     "model.memory.update": ("em", "kaiser"),
     "model.discriminator": ("multi3d",),
+    "model.downsample": ("official", "paper"),
+    "model.init": ("official", "legacy"),
     "data.dataset": ("synthetic", "modes", "folder", "ucf101", "faceforensics"),
     "data.subset": ("train", "val", "test", "all"),
     "data.decoder": ("pyav", "decord"),
     "loss.combine": ("sum", "mean"),
     "train.amp": ("none", "bf16"),
+    "train.adam": ("chainer", "torch"),
+    "train.step_order": ("g_first", "d_first"),
 }
+
+# What vidgan did before its defaults followed the official TGANv2 code (0.2). A checkpoint
+# whose stored config lacks one of these keys was trained with this value (the keys added in
+# 0.2); ``changed_settings`` names the ones a resumed run changes.
+PREVIOUS_DEFAULTS = {
+    "model.downsample": "paper",
+    "model.init": "legacy",
+    "loss.combine": "sum",
+    "train.adam": "torch",
+    "train.adam_eps": 1e-8,
+    "train.step_order": "d_first",
+}
+# Model keys that change no parameter: a run may resume with another value.
+BEHAVIOUR_ONLY_MODEL_KEYS = ("downsample", "init")
 
 C3D_METRICS = ("is", "fid", "ddm")  # need the C3D weights
 # Weight-free metrics of the generated datasets: modes (vidgan.metrics.modes) for
@@ -399,11 +434,34 @@ def _apply_overrides(merged: DictConfig, overrides: List[str]) -> DictConfig:
 
 def config_from_dict(data: dict, overrides: List[str] = ()) -> Config:
     """Rebuild a Config from ``to_dict`` output (e.g. the copy stored in a checkpoint), with
-    ``key=value`` overrides checked as ``load_config`` checks them."""
+    ``key=value`` overrides checked as ``load_config`` checks them. Keys of
+    ``PREVIOUS_DEFAULTS`` that ``data`` lacks (a checkpoint written before they existed) take
+    the value such a checkpoint was trained with."""
+    data = with_previous_defaults(data)
     merged = _merge_checked(OmegaConf.structured(Config), data, "stored config")
     cfg = OmegaConf.to_object(_apply_overrides(merged, overrides))
     validate(cfg)
     return cfg
+
+
+def with_previous_defaults(data: dict) -> dict:
+    """A copy of the config dict ``data`` where every ``PREVIOUS_DEFAULTS`` key it lacks is set
+    to that previous value."""
+    data = {section: dict(values) if isinstance(values, dict) else values
+            for section, values in data.items()}
+    for key, value in PREVIOUS_DEFAULTS.items():
+        section, name = key.split(".")
+        if isinstance(data.get(section), dict):
+            data[section].setdefault(name, value)
+    return data
+
+
+def changed_settings(stored: Config, current: Config) -> List[str]:
+    """``key old -> new`` for every ``PREVIOUS_DEFAULTS`` key whose value in ``current``
+    differs from ``stored`` (the config a checkpoint was trained with)."""
+    return [f"{key} {_getattr_path(stored, key)} -> {_getattr_path(current, key)}"
+            for key in PREVIOUS_DEFAULTS
+            if _getattr_path(stored, key) != _getattr_path(current, key)]
 
 
 def to_dict(cfg: Config) -> dict:

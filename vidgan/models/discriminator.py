@@ -22,16 +22,27 @@ _CONV = {2: nn.Conv2d, 3: FastConv3d}
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-def downsample(x: torch.Tensor) -> torch.Tensor:
+DOWNSAMPLE_RULES = ("official", "paper")
+
+
+def downsample(x: torch.Tensor, rule: str = "official") -> torch.Tensor:
     """DownSample of tgan2 Fig. 4 on (B, C, T, H, W) (or (B, C, H, W) frames).
 
-    Average-pool with kernel 2 along every axis longer than 1, zero-padding 1 where that length
-    is odd (the zeros count in the mean); an axis of length 1 is left alone. (The official code
-    also pads length-1 axes, growing them to 3; we follow the paper's text.)
+    Average-pool with kernel 2 along every axis longer than 1, zero-padding 1 on both sides
+    where that length is odd (the zeros count in the mean). An axis of length 1 keeps kernel
+    1; under ``rule="official"`` it is zero-padded like the other odd axes, growing to 3
+    ([0, x, 0]), as the official code's ``average_pooling_nd(x, ksize, pad)`` does, and as
+    Table 1's D costs count it (docs/FIDELITY.md); under ``rule="paper"`` it is left alone.
     """
     sizes = x.shape[2:]
     kernel = tuple(2 if s > 1 else 1 for s in sizes)
     pad = tuple(1 if s > 1 and s % 2 else 0 for s in sizes)
+    if rule == "official" and 1 in sizes:
+        # avg_pool cannot pad more than half its kernel: pad the length-1 axes by hand
+        # (F.pad lists the last axis first)
+        x = F.pad(x, [p for s in reversed(sizes) for p in ((1, 1) if s == 1 else (0, 0))])
+    elif rule not in DOWNSAMPLE_RULES:
+        raise ValueError(f"downsample rule '{rule}': expected one of {DOWNSAMPLE_RULES}")
     return _AVG_POOL[len(sizes)](x, kernel, stride=kernel, padding=pad, count_include_pad=True)
 
 
@@ -65,22 +76,24 @@ class DownBlock(nn.Module):
     The hidden width is the input width, as in SNGAN's discriminator block.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, dims: int = 3):
+    def __init__(self, in_ch: int, out_ch: int, dims: int = 3, rule: str = "official"):
         super().__init__()
+        self.rule = rule  # model.downsample
         self.c1 = conv(dims, in_ch, in_ch, 3, RESIDUAL_GAIN)
         self.c2 = conv(dims, in_ch, out_ch, 3, RESIDUAL_GAIN)
         self.c_sc = conv(dims, in_ch, out_ch, 1, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c2(F.relu(self.c1(F.relu(x))))
-        return downsample(h) + downsample(self.c_sc(x))
+        return downsample(h, self.rule) + downsample(self.c_sc(x), self.rule)
 
 
-def resnet_blocks(ch: int, in_ch: int, dims: int) -> nn.ModuleList:
-    """OptimizedBlock(in_ch -> ch), then DownBlocks ch -> 2ch -> 4ch -> 8ch -> 16ch."""
+def resnet_blocks(ch: int, in_ch: int, dims: int, rule: str = "official") -> nn.ModuleList:
+    """OptimizedBlock(in_ch -> ch), then DownBlocks ch -> 2ch -> 4ch -> 8ch -> 16ch, whose
+    DownSample follows ``rule`` (model.downsample)."""
     widths = [ch, 2 * ch, 4 * ch, 8 * ch, 16 * ch]
     return nn.ModuleList([OptimizedBlock(in_ch, widths[0], dims)] + [
-        DownBlock(a, b, dims) for a, b in zip(widths[:-1], widths[1:])])
+        DownBlock(a, b, dims, rule) for a, b in zip(widths[:-1], widths[1:])])
 
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
@@ -114,10 +127,10 @@ class ResNetDiscriminator(nn.Module):
     """
 
     def __init__(self, ch: int = 64, n_classes: int = 0, in_ch: int = 3, dims: int = 3,
-                 mbstd_group: int = 0):
+                 mbstd_group: int = 0, downsample: str = "official"):
         super().__init__()
         self.mbstd_group = mbstd_group
-        self.blocks = resnet_blocks(ch, in_ch, dims)
+        self.blocks = resnet_blocks(ch, in_ch, dims, downsample)
         self.fc = glorot_(nn.Linear(16 * ch + (1 if mbstd_group else 0), 1))
         self.embed = glorot_(nn.Embedding(n_classes, 16 * ch)) if n_classes > 0 else None
 
@@ -154,10 +167,12 @@ class FrameDiscriminator(nn.Module):
     video's logit, the mean of its frames' logits (the mean over frames is also how the memory
     head pools). Real and fake videos go through the same draw rule."""
 
-    def __init__(self, ch: int, n_classes: int, frames_per_video: int, mbstd_group: int = 0):
+    def __init__(self, ch: int, n_classes: int, frames_per_video: int, mbstd_group: int = 0,
+                 downsample: str = "official"):
         super().__init__()
         self.frames_per_video = frames_per_video
-        self.net = ResNetDiscriminator(ch, n_classes, dims=2, mbstd_group=mbstd_group)
+        self.net = ResNetDiscriminator(ch, n_classes, dims=2, mbstd_group=mbstd_group,
+                                       downsample=downsample)
 
     def forward(self, video: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         k = self.frames_per_video
@@ -184,10 +199,11 @@ class MemoryFrameDiscriminator(nn.Module):
     then the fake queries of that step's forward pass.
     """
 
-    def __init__(self, ch: int, frames_per_video: int, memory: VMFMemory):
+    def __init__(self, ch: int, frames_per_video: int, memory: VMFMemory,
+                 downsample: str = "official"):
         super().__init__()
         self.frames_per_video = frames_per_video
-        self.blocks = resnet_blocks(ch, 3, dims=2)
+        self.blocks = resnet_blocks(ch, 3, dims=2, rule=downsample)
         self.query = conv(2, 16 * ch, memory.key_dim, 1, 1.0)
         self.memory = memory
 
@@ -246,16 +262,17 @@ class MultiLevelDiscriminator(nn.Module):
         self.levels = list(cfg.dis_levels)
         self.batch_stride = 2 if cfg.subsample_batch else 1
         self.discriminators = nn.ModuleList(
-            ResNetDiscriminator(cfg.dis_ch, cfg.n_classes, mbstd_group=cfg.minibatch_std)
+            ResNetDiscriminator(cfg.dis_ch, cfg.n_classes, mbstd_group=cfg.minibatch_std,
+                                downsample=cfg.downsample)
             for _ in self.levels)
         # name -> the level whose video the head judges
         self.head_levels: Dict[str, int] = {f"L{l}": l for l in self.levels}
         if cfg.frame_discriminator == "resnet2d":
             self.frame = FrameDiscriminator(cfg.dis_ch, cfg.n_classes, cfg.frames_per_video,
-                                            cfg.minibatch_std)
+                                            cfg.minibatch_std, cfg.downsample)
         elif cfg.frame_discriminator == "memory":
             self.frame = MemoryFrameDiscriminator(cfg.dis_ch, cfg.frames_per_video,
-                                                  build_memory(cfg))
+                                                  build_memory(cfg), cfg.downsample)
         if cfg.frame_discriminator != "none":
             self.head_levels["frame"] = cfg.frame_level
 

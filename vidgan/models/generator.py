@@ -41,7 +41,7 @@ def build_temporal_generator(cfg: ModelConfig) -> nn.Module:
     map_size, cond = fc_map_size(cfg.resolution), cfg.memory_condition_dim
     if cfg.temporal == "convlstm":
         return ConvLSTMTemporalGenerator(cfg.z_dim, cfg.n_classes, cfg.clstm_ch, map_size,
-                                         cfg.clstm_layers, cond)
+                                         cfg.clstm_layers, cond, cfg.init)
     if cfg.temporal == "gru":
         return MoCoGANTemporalGenerator(cfg.content_dim, cfg.motion_dim, cfg.n_classes,
                                         cfg.clstm_ch, map_size, cfg.n_frames, cond)
@@ -73,7 +73,8 @@ class Generator(nn.Module):
         level_widths = [level[-1].c2.out_channels for level in self.levels]
         # Only judged levels get a renderer: the naive baseline has none at levels 1-3 (§5.3).
         self.renderers = nn.ModuleDict({
-            str(l): RenderBlock(level_widths[l - 1], cfg.n_classes) for l in self.levels_rendered})
+            str(l): RenderBlock(level_widths[l - 1], cfg.n_classes, init=cfg.init)
+            for l in self.levels_rendered})
         self.subsamplers = nn.ModuleList(FrameSubsampler(s, self.batch_stride)
                                          for s in cfg.subsample)
 

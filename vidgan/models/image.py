@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vidgan.models.init import RESIDUAL_GAIN, glorot_
+from vidgan.models.init import RESIDUAL_GAIN, glorot_, lecun_normal_
 from vidgan.models.normalization import GeneratorNorm
 
 
@@ -36,12 +36,17 @@ class UpBlock(nn.Module):
 
 
 class RenderBlock(nn.Module):
-    """BN-ReLU-Conv3x3(->3)-tanh; every level has its own (tgan2 §3.3)."""
+    """BN-ReLU-Conv3x3(->3)-tanh; every level has its own (tgan2 §3.3).
 
-    def __init__(self, in_ch: int, n_classes: int = 0, out_ch: int = 3):
+    ``init`` (model.init): "official" = LeCun normal, as the official code's c3-c6 (Chainer's
+    default); "legacy" = Glorot uniform (vidgan < 0.2).
+    """
+
+    def __init__(self, in_ch: int, n_classes: int = 0, out_ch: int = 3, init: str = "official"):
         super().__init__()
         self.bn = GeneratorNorm(in_ch, n_classes)
-        self.conv = glorot_(nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv = lecun_normal_(conv) if init == "official" else glorot_(conv)
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return torch.tanh(self.conv(F.relu(self.bn(x, y))))

@@ -4,6 +4,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from vidgan import distributed
+
 
 def draw_offset(s_t: int, n_frames: int, generator: Optional[torch.Generator] = None) -> int:
     """b_t ~ U{0, ..., min(s_t, T_h) - 1} (Eq. 9).
@@ -47,3 +49,21 @@ class FrameSubsampler(nn.Module):
 
     def extra_repr(self) -> str:
         return f"s_t={self.s_t}, batch_stride={self.batch_stride}"
+
+
+def subsample_examples(x: torch.Tensor, s_t: int, batch_stride: int = 1) -> torch.Tensor:
+    """A real batch (B, C, T, H, W) through a subsampling layer with an offset b_i of its own
+    for every clip (Eq. 9 per example), as the official data pipeline draws it (one clip at a
+    time, in ``MultiLevelDataset.get_example``); the generator's layer draws one per batch.
+
+    Same rule as ``FrameSubsampler``: ceil(T/s_t) frames, an index past the end repeats the
+    last frame. The offsets are drawn on the CPU for the global batch and sliced, so N
+    processes see the offsets one process would (vidgan.distributed).
+    """
+    x = x[::batch_stride]
+    b, n_in = x.shape[0], x.shape[2]
+    n_out = -(-n_in // s_t)
+    offsets = distributed.shard(torch.randint(min(s_t, n_in), (b * distributed.world_size(),)))
+    taus = (torch.arange(n_out) * s_t + offsets[:, None]).clamp_(max=n_in - 1)  # (B, T')
+    rows = torch.arange(b)[:, None]
+    return x.transpose(1, 2)[rows.to(x.device), taus.to(x.device)].transpose(1, 2)

@@ -10,6 +10,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from vidgan.models.init import init_layer_
+
 
 def _draw_device(module: nn.Module, generator: Optional[torch.Generator]) -> torch.device:
     """Draw on the generator's device (a CPU generator: CPU and GPU runs see the same z)."""
@@ -19,11 +21,12 @@ def _draw_device(module: nn.Module, generator: Optional[torch.Generator]) -> tor
 class ConvLSTMCell(nn.Module):
     """ConvLSTM without peepholes: gates = conv(x) (with bias) + conv(h) (no bias)."""
 
-    def __init__(self, in_ch: int, hidden_ch: int, kernel: int = 3):
+    def __init__(self, in_ch: int, hidden_ch: int, kernel: int = 3, init: str = "official"):
         super().__init__()
         self.hidden_ch = hidden_ch
-        self.w_x = nn.Conv2d(in_ch, 4 * hidden_ch, kernel, padding=kernel // 2)
-        self.w_h = nn.Conv2d(hidden_ch, 4 * hidden_ch, kernel, padding=kernel // 2, bias=False)
+        self.w_x = init_layer_(nn.Conv2d(in_ch, 4 * hidden_ch, kernel, padding=kernel // 2), init)
+        self.w_h = init_layer_(nn.Conv2d(hidden_ch, 4 * hidden_ch, kernel, padding=kernel // 2,
+                                         bias=False), init)
 
     def forward(self, x: torch.Tensor, state: tuple) -> tuple:
         h, c = state
@@ -43,12 +46,16 @@ class ConvLSTMTemporalGenerator(nn.Module):
     """
 
     def __init__(self, z_dim: int, n_classes: int, channels: int, map_size: int,
-                 n_layers: int = 1, cond_dim: int = 0):
+                 n_layers: int = 1, cond_dim: int = 0, init: str = "official"):
         super().__init__()
         self.noise_dim, self.cond_dim = z_dim, cond_dim
         self.channels, self.map_size = channels, map_size
-        self.fc = nn.Linear(z_dim + cond_dim + n_classes, channels * map_size * map_size)
-        self.cells = nn.ModuleList(ConvLSTMCell(channels, channels) for _ in range(n_layers))
+        # model.init: the official FC and ConvLSTM are LeCun normal with zero biases; the
+        # larger recurrent weights keep z in the state longer than PyTorch's default (0.58x)
+        self.fc = init_layer_(nn.Linear(z_dim + cond_dim + n_classes,
+                                        channels * map_size * map_size), init)
+        self.cells = nn.ModuleList(ConvLSTMCell(channels, channels, init=init)
+                                   for _ in range(n_layers))
 
     @property
     def z_dim(self) -> int:

@@ -1,7 +1,9 @@
-"""The TGANv2 training loop: one D update (n_dis) then one G update per iteration."""
+"""The TGANv2 training loop: per iteration one G update and n_dis D updates, in the official
+code's order by default (train.step_order)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import shutil
@@ -19,13 +21,15 @@ from vidgan.checkpoint import (CheckpointError, checkpoint_dir, checkpoint_path,
                                list_checkpoints, list_diverged, load_checkpoint, pin_checkpoint,
                                remove_partial_saves, rng_state, save_checkpoint, set_aside,
                                set_rng_state)
-from vidgan.config import C3D_METRICS, Config, config_from_dict, to_dict, to_yaml
+from vidgan.config import (BEHAVIOUR_ONLY_MODEL_KEYS, C3D_METRICS, Config, ModelConfig,
+                           changed_settings, config_from_dict, to_dict, to_yaml)
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.device import resolve_device
 from vidgan.models import build_discriminator, build_generator, link_memory
 from vidgan.train.ema import make_ema, update_ema
-from vidgan.train.loss import GANLoss, PhaseResult
+from vidgan.train.loss import Fakes, GANLoss, PhaseResult
+from vidgan.train.optim import Adam
 from vidgan.video_io import gif_bytes, make_grid, to_uint8, write_mp4
 
 
@@ -69,9 +73,9 @@ class Trainer:
         self.D = build_discriminator(cfg).to(self.device)
         self.G_ema = make_ema(self.G)
         self.loss = GANLoss(self.G, self.D, cfg.model, cfg.loss)
-        adam = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **lazy_r1_adam(adam, self.r1_interval))
+        adam = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, form=t.adam)
+        self.opt_G = Adam(self.G.parameters(), **adam)
+        self.opt_D = Adam(self.D.parameters(), **lazy_r1_adam(adam, self.r1_interval))
         self.r1_metrics: Dict[str, torch.Tensor] = {}  # the last lazy R1 step's, logged between
         self.step = 0
         self.interrupted_by = None  # the signal number that stopped run(), if any
@@ -151,9 +155,15 @@ class Trainer:
         else:
             path, state = self._newest_readable()
         stored = config_from_dict(state["config"])
-        if stored.model != self.cfg.model:
+        if not same_parameters(stored.model, self.cfg.model):
             raise ValueError(f"--resume: the model section of {path} differs from the config "
                              f"given now; resume with the same model settings")
+        changed = changed_settings(stored, self.cfg)
+        if changed and self.main:
+            tqdm.write(f"note: {path} was trained with other settings than this run's "
+                       f"defaults or config (vidgan follows the official TGANv2 step since "
+                       f"0.2, docs/FIDELITY.md): {'; '.join(changed)}. Pass the old values as "
+                       f"overrides to continue as it was.")
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
@@ -259,14 +269,15 @@ class Trainer:
         return y.to(self.device, non_blocking=True) if self.cfg.model.n_classes else None
 
     def discriminator_step(self, video: torch.Tensor, y: Optional[torch.Tensor],
-                           d_step: int = 0) -> Tuple[Dict, bool]:
-        """D step number ``d_step`` (counted over the run): D main with R1 (Eq. 10), or with
-        lazy R1 (k = ``loss.r1_interval`` > 1) D main alone, then, every k-th D step, one more
-        step on R1 alone weighted k * lambda (StyleGAN2's "Dreg")."""
+                           d_step: int = 0, fakes: Optional[Fakes] = None) -> Tuple[Dict, bool]:
+        """D step number ``d_step`` (counted over the run) on ``fakes`` (None: a new G draw):
+        D main with R1 (Eq. 10), or with lazy R1 (k = ``loss.r1_interval`` > 1) D main alone,
+        then, every k-th D step, one more step on R1 alone weighted k * lambda (StyleGAN2's
+        "Dreg")."""
         real = normalize(video.to(self.device, non_blocking=True))  # (B, 3, T, H, W)
         lazy = self.r1_interval > 1
         with self.amp:
-            result = self.loss.discriminator(real, y, r1=not lazy)
+            result = self.loss.discriminator(real, y, r1=not lazy, fakes=fakes)
         self.opt_D.zero_grad(set_to_none=True)
         result.total.backward()
         ok = self._step_if_finite(self.opt_D, self.D, result.total)
@@ -285,13 +296,14 @@ class Trainer:
                                if not k.startswith("logits/")}
         return {**metrics, **self.r1_metrics}, ok
 
-    def generator_step(self, y: Optional[torch.Tensor]) -> Tuple[Dict, bool]:
+    def generator_step(self, y: Optional[torch.Tensor]) -> Tuple[Dict, bool, Fakes]:
+        """G step on a new z; also returns that G forward's videos (detached) and z."""
         with self.amp:
             result = self.loss.generator(self.batch, y)
         self.opt_G.zero_grad(set_to_none=True)
         result.total.backward()
         ok = self._step_if_finite(self.opt_G, self.G, result.total)
-        return {"loss/G": result.total.detach(), **_logged(result)}, ok
+        return {"loss/G": result.total.detach(), **_logged(result)}, ok, result.fakes
 
     @staticmethod
     def _step_if_finite(opt: torch.optim.Optimizer, model: torch.nn.Module,
@@ -306,20 +318,41 @@ class Trainer:
         return True
 
     def train_step(self, batches) -> Dict:
-        """One iteration: n_dis D updates, one G update, EMA update. Returns detached metrics."""
+        """One iteration: one G update and n_dis D updates in ``train.step_order``, then the
+        EMA update. Returns detached metrics.
+
+        g_first (the official code's updater): the G step on a new z through D as it is, then
+        the D step on the videos of that same G forward (detached), so G runs forward once
+        per iteration; with n_dis > 1 every further D step draws new fakes (G in train mode,
+        without gradient), as the official loop does. d_first: the n_dis D steps, each on its
+        own fakes, then the G step on a new z through the updated D.
+        """
         self.G.train()
         metrics, finite = {}, True
+        t = self.cfg.train
         # Fetch every batch first: a loader error then leaves the models untouched.
-        fetched = [next(batches) for _ in range(self.cfg.train.n_dis)]
-        for j, (video, y, skipped) in enumerate(fetched):
+        fetched = [next(batches) for _ in range(t.n_dis)]
+        labels = []
+        for _, y, skipped in fetched:
             self.record_skips(skipped)
-            y = self._labels(y)
-            d_metrics, ok = self.discriminator_step(video, y, self.step * self.cfg.train.n_dis + j)
+            labels.append(self._labels(y))
+        # conditional fakes take the labels of a real batch: the first in g_first (the one
+        # its D step judges them beside), the last in d_first
+        g_labels = labels[0] if t.step_order == "g_first" else labels[-1]
+        fakes = None
+        if t.step_order == "g_first":
+            g_metrics, ok, fakes = self.generator_step(g_labels)
+            metrics.update(g_metrics)
+            finite &= ok
+        for j, ((video, _, _), y) in enumerate(zip(fetched, labels)):
+            d_metrics, ok = self.discriminator_step(video, y, self.step * t.n_dis + j,
+                                                    fakes if j == 0 else None)
             metrics.update(d_metrics)
             finite &= ok
-        g_metrics, ok = self.generator_step(y)
-        metrics.update(g_metrics)
-        finite &= ok
+        if t.step_order == "d_first":
+            g_metrics, ok, _ = self.generator_step(g_labels)
+            metrics.update(g_metrics)
+            finite &= ok
         update_ema(self.G_ema, self.G, self.cfg.train.ema_beta, self.step)
         self.step += 1
         if finite:
@@ -482,6 +515,13 @@ def lazy_r1_adam(adam: dict, interval: int) -> dict:
         return adam
     ratio = lazy_r1_ratio(interval)
     return {**adam, "lr": adam["lr"] * ratio, "betas": tuple(b ** ratio for b in adam["betas"])}
+
+
+def same_parameters(stored: ModelConfig, current: ModelConfig) -> bool:
+    """Whether a checkpoint of model ``stored`` can go on training as ``current``: equal but
+    for the keys that change no parameter (model.downsample, model.init)."""
+    skip = {key: None for key in BEHAVIOUR_ONLY_MODEL_KEYS}
+    return dataclasses.replace(stored, **skip) == dataclasses.replace(current, **skip)
 
 
 class NullWriter:

@@ -1,4 +1,4 @@
-"""GAN objectives (tgan2 Eq. 1, 4, 7, 10; DESIGN §4) and the named loss phases of one iteration.
+"""GAN objectives (tgan2 Eq. 1, 4, 7, 10) and the named loss phases of one iteration.
 
 Phases, in the manner of stylegan2-ada-pytorch's ``training/loss.py``:
 
@@ -44,27 +44,28 @@ def _values(logits: Logits) -> List[torch.Tensor]:
     return list(logits.values()) if isinstance(logits, dict) else list(logits)
 
 
-def d_loss(real_logits: Logits, fake_logits: Logits, combine: str = "sum") -> torch.Tensor:
+def d_loss(real_logits: Logits, fake_logits: Logits, combine: str = "mean") -> torch.Tensor:
     """Non-saturating logistic D loss: E softplus(-D(real)) + E softplus(D(fake)).
 
+    "mean": the official code: every head's logits concatenated (levels x batch) and the loss
+    averaged over all of them, i.e. over heads when every head judges the whole batch.
     "sum": Eq. (7), D' = sigmoid(sum_heads D'_h(x_h)), one loss on the summed logits (the
-    paper). "mean": the official code, the loss of every head's logit, averaged over heads.
+    paper's text).
     """
     _check_combine(combine)
     real, fake = _values(real_logits), _values(fake_logits)
     if combine == "sum":
         return F.softplus(-sum(real)).mean() + F.softplus(sum(fake)).mean()
-    per_head = [F.softplus(-r).mean() + F.softplus(f).mean() for r, f in zip(real, fake)]
-    return sum(per_head) / len(per_head)
+    return F.softplus(-torch.cat(real)).mean() + F.softplus(torch.cat(fake)).mean()
 
 
-def g_loss(fake_logits: Logits, combine: str = "sum") -> torch.Tensor:
-    """Non-saturating G loss: E softplus(-D(G(z)))."""
+def g_loss(fake_logits: Logits, combine: str = "mean") -> torch.Tensor:
+    """Non-saturating G loss: E softplus(-D(G(z))), over the heads as ``d_loss`` combines."""
     _check_combine(combine)
     fake = _values(fake_logits)
     if combine == "sum":
         return F.softplus(-sum(fake)).mean()
-    return sum(F.softplus(-f).mean() for f in fake) / len(fake)
+    return F.softplus(-torch.cat(fake)).mean()
 
 
 def global_r1(real_inputs: Logits, real_logits: Logits) -> torch.Tensor:
@@ -96,15 +97,23 @@ def split_outputs(outputs: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dic
     return logits, aux
 
 
+class Fakes(NamedTuple):
+    """One G forward: the latents ``z`` (memory keys included) and the level videos it
+    rendered, detached (a D step may judge them after the G step)."""
+    z: torch.Tensor
+    videos: List[torch.Tensor]
+
+
 class PhaseResult(NamedTuple):
     """One optimizer step's loss: ``total`` (the sum of the named ``terms``) to backward,
-    ``stats`` to log beside them (by their TensorBoard tag), and the heads' logits and aux per
-    side ("real", "fake")."""
+    ``stats`` to log beside them (by their TensorBoard tag), the heads' logits and aux per
+    side ("real", "fake"), and the G phase's ``fakes``."""
     total: torch.Tensor
     terms: Dict[str, torch.Tensor]
     stats: Dict[str, torch.Tensor]
     logits: Dict[str, Dict[str, torch.Tensor]]
     aux: Dict[str, Dict[str, Any]]
+    fakes: Optional[Fakes] = None
 
 
 class GANLoss:
@@ -146,19 +155,22 @@ class GANLoss:
             if need_grad else inputs
 
     def discriminator(self, real: torch.Tensor, y: Optional[torch.Tensor],
-                      r1: bool = True) -> PhaseResult:
+                      r1: bool = True, fakes: Optional[Fakes] = None) -> PhaseResult:
         """D main + D R1 (+ heads' terms) on a real batch (B, 3, T, H, W) in [-1, 1]; without
         ``r1`` (lazy R1, ``loss.r1_interval`` > 1), D main and the heads' terms only.
 
-        Fakes come from G without gradient; conditional fakes take the real batch's labels
-        (labels drawn from the class prior).
+        The fakes are ``fakes`` (train.step_order=g_first: the G phase's output of this
+        iteration, as the official code reuses it), else a new draw from G without gradient;
+        conditional fakes take the real batch's labels (labels drawn from the class prior).
         """
-        z = self.sample_z(real.shape[0])
-        with torch.no_grad():
-            fakes = self.G(z, y)
+        if fakes is None:
+            z = self.sample_z(real.shape[0])
+            with torch.no_grad():
+                fakes = Fakes(z, self.G(z, y))
+        z = fakes.z
         inputs = self._real_inputs(real, need_grad=r1)
         real_logits, real_aux = split_outputs(self.D(inputs, y))
-        fake_logits, fake_aux = split_outputs(self.D(fakes, y))
+        fake_logits, fake_aux = split_outputs(self.D(fakes.videos, y))
         terms = {"D_main": d_loss(real_logits, fake_logits, self.cfg.combine)}
         stats = {}
         if r1:
@@ -180,18 +192,21 @@ class GANLoss:
                            {"real": real_logits}, {"real": real_aux})
 
     def generator(self, batch_size: int, y: Optional[torch.Tensor]) -> PhaseResult:
-        """G main (+ heads' terms). D's weights get no gradient here: autograd records
-        requires_grad when the graph is built, so the backward that follows skips them."""
+        """G main (+ heads' terms) on a new z; the result's ``fakes`` are this G forward's
+        videos, detached, for a D step that follows (train.step_order=g_first). D's weights get
+        no gradient here: autograd records requires_grad when the graph is built, so the
+        backward that follows skips them."""
         self.D.requires_grad_(False)
         try:
             z = self.sample_z(batch_size)
-            fake_logits, fake_aux = split_outputs(self.D(self.G(z, y), y))
+            videos = self.G(z, y)
+            fake_logits, fake_aux = split_outputs(self.D(videos, y))
             terms = {"G_main": g_loss(fake_logits, self.cfg.combine),
                      **self._extra_terms("G", None, fake_aux, self.G.memory_condition(z))}
         finally:
             self.D.requires_grad_(True)
         return PhaseResult(sum(terms.values()), terms, {}, {"fake": fake_logits},
-                           {"fake": fake_aux})
+                           {"fake": fake_aux}, Fakes(z, [v.detach() for v in videos]))
 
     @torch.no_grad()
     def after_discriminator_step(self, result: PhaseResult) -> None:

@@ -1,0 +1,53 @@
+"""Adam as the official TGANv2 code runs it (Chainer's ``optimizers.Adam``).
+
+Chainer adds eps to sqrt(v) before the bias correction:
+
+    p <- p - alpha * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+
+PyTorch adds it after: p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps').
+The two are the same update when eps' = eps / sqrt(1 - beta2^t), so ``Adam`` is
+``torch.optim.Adam`` with that eps set before every step (its state, its state-dict layout and
+its fast paths unchanged: checkpoints of either form load into the other).
+"""
+import math
+from typing import Iterable, Tuple
+
+import torch
+
+ADAM_FORMS = ("chainer", "torch")
+
+
+def chainer_eps(eps: float, beta2: float, t: int) -> float:
+    """PyTorch's eps that makes its step t equal Chainer's with ``eps``."""
+    return eps / math.sqrt(1.0 - beta2 ** t)
+
+
+class Adam(torch.optim.Adam):
+    """``torch.optim.Adam`` with eps in the form ``form`` (train.adam): "chainer" (the official
+    code's, eps added to sqrt(v) before the bias correction) or "torch" (eps added after).
+
+    The eps of every step comes from the constructor, not from a loaded state dict, so a run
+    resumed with another train.adam or train.adam_eps uses the one it was given.
+    """
+
+    def __init__(self, params: Iterable, lr: float, betas: Tuple[float, float], eps: float,
+                 form: str = "chainer"):
+        if form not in ADAM_FORMS:
+            raise ValueError(f"train.adam='{form}': expected one of {ADAM_FORMS}")
+        super().__init__(params, lr=lr, betas=betas, eps=eps)
+        self.form, self.base_eps = form, eps
+
+    def _next_step(self, group: dict) -> int:
+        """The step number t the coming update has (Adam's per-parameter count; every
+        parameter of a group steps together in training)."""
+        for p in group["params"]:
+            if p.grad is not None:
+                return int(self.state[p].get("step", 0)) + 1  # a CPU tensor: no device sync
+        return 1
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            group["eps"] = (self.base_eps if self.form == "torch" else
+                            chainer_eps(self.base_eps, group["betas"][1], self._next_step(group)))
+        return super().step(closure)
