@@ -35,6 +35,7 @@ from vidgan.checkpoint import CheckpointError, load_generator
 from vidgan.config import (ANALYTIC_METRICS, C3D_METRICS, METRICS, Config, ConfigError,
                            config_from_dict, load_config, to_dict)
 from vidgan.device import resolve_device
+from vidgan.lock import WRITE_LOCK, DirectoryLock
 from vidgan.metrics import C3D, ddm, frechet_distance_to_features, inception_score, load_c3d
 from vidgan.metrics.c3d import N_FRAMES
 from vidgan.metrics.modes import ModePredictions, classify_modes, mode_scores
@@ -334,9 +335,25 @@ def split_statistics(cfg: Config, c3d: C3D, split: str, *, device: torch.device 
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(stats_dir or cfg.eval.stats_dir) / f"{cfg.data.dataset}_{split}_{key}.npz"
     if path.is_file():
-        with np.load(path) as data:
-            return {"mu": data["mu"], "cov": data["cov"] if data["cov"].size else None,
-                    "logits": data["logits"], "path": path}
+        return _cached_statistics(path)
+    # two evaluations needing the same statistics take turns: the second reads the first's
+    with DirectoryLock(path.parent, WRITE_LOCK):
+        if path.is_file():
+            return _cached_statistics(path)
+        return _compute_statistics(cfg, c3d, split, dataset, identity, path, device=device,
+                                   batch_size=batch_size, n_clips=n_clips, progress=progress)
+
+
+def _cached_statistics(path: Path) -> dict:
+    with np.load(path) as data:
+        return {"mu": data["mu"], "cov": data["cov"] if data["cov"].size else None,
+                "logits": data["logits"], "path": path}
+
+
+def _compute_statistics(cfg: Config, c3d: C3D, split: str, dataset, identity: dict,
+                        path: Path, *, device: torch.device, batch_size: Optional[int],
+                        n_clips: Optional[int], progress: bool) -> dict:
+    """``split_statistics`` when the cache does not hold them: computed, saved atomically."""
     n = n_clips or identity["n_videos"]
     keys = [(k % identity["n_videos"], k) for k in range(n)]
     bar = tqdm(total=n, desc=f"C3D stats {split}", unit="clip", disable=not progress)

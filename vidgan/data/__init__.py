@@ -6,7 +6,6 @@ reason -> ``VideoClipDataset``.
 """
 from __future__ import annotations
 
-import fcntl
 from collections import Counter
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
@@ -23,6 +22,7 @@ from vidgan.data.faceforensics import list_faceforensics
 from vidgan.data.folder import VideoList, list_folder
 from vidgan.data.manifest import MANIFEST_NAME, Manifest, index_videos
 from vidgan.data.ucf101 import list_ucf101
+from vidgan.lock import WRITE_LOCK, DirectoryLock
 
 __all__ = ["build_dataset", "build_loader", "normalize", "list_videos", "manifest_path",
            "geometry", "select_usable", "bad_files_error", "reason_kind",
@@ -57,9 +57,6 @@ def list_videos(cfg: Config, subset: str) -> VideoList:
     raise DataError(f"data.dataset='{d.dataset}' has no reader")
 
 
-WRITE_LOCK = ".vidgan_writing.lock"
-
-
 def _write_if_missing(root: str, kind: str, write: Callable[..., Path], **kwargs) -> None:
     """Write a generated dataset (``write`` leaves ``root/COMPLETE`` last) unless a complete
     one is already at ``root``; a failed write is a DataError naming data.root.
@@ -72,9 +69,7 @@ def _write_if_missing(root: str, kind: str, write: Callable[..., Path], **kwargs
     if done.is_file():
         return
     try:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        with open(Path(root) / WRITE_LOCK, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        with DirectoryLock(root, WRITE_LOCK):  # waits for another writer
             if not done.is_file():
                 write(root, **kwargs)
     except OSError as err:

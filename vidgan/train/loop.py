@@ -26,6 +26,7 @@ from vidgan.config import (BEHAVIOUR_ONLY_MODEL_KEYS, C3D_METRICS, Config, Model
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.device import resolve_device
+from vidgan.lock import RUN_LOCK, DirectoryLock, LockHeld, LockUnsupported, describe_holder
 from vidgan.models import build_discriminator, build_generator, link_memory
 from vidgan.train.ema import make_ema, update_ema
 from vidgan.train.loss import Fakes, GANLoss, PhaseResult
@@ -63,6 +64,16 @@ class Trainer:
         self.device = distributed.init_from_env(resolve_device(t.device))
         self.batch = distributed.local_batch(t.batch_size)  # this process's share
         self.main = distributed.is_main()  # rank 0 alone writes files
+        # rank 0 holds train.out_dir for the whole run, before reading or changing anything
+        self.run_lock = hold_run_dir(self.out_dir, resume_from) if self.main else None
+        try:
+            self._build(resume, resume_from, overwrite)
+        except BaseException:
+            self.close()  # a run that cannot start leaves the directory free at once
+            raise
+
+    def _build(self, resume: bool, resume_from: Optional[str], overwrite: bool) -> None:
+        cfg, t = self.cfg, self.cfg.train
         if self.main:
             prepare_run_dir(self.out_dir, resume, overwrite)
         distributed.barrier()
@@ -500,7 +511,13 @@ class Trainer:
                     tqdm.write(f"warning: TensorBoard log in {self.out_dir / 'tb'} incomplete "
                                f"({err})")
         self.interrupted_by = stop
+        self.close()
         return path
+
+    def close(self) -> None:
+        """Let go of train.out_dir (another run may then take it); also at process exit."""
+        if self.run_lock is not None:
+            self.run_lock.release()
 
 
 def lazy_r1_ratio(interval: int) -> float:
@@ -555,6 +572,39 @@ def averaged(metrics: Dict, device: torch.device) -> Dict[str, float]:
     values = torch.stack([torch.as_tensor(metrics[k], dtype=torch.float64).to(device)
                           for k in names])
     return dict(zip(names, distributed.mean_over_ranks(values).tolist()))
+
+
+def hold_run_dir(out_dir: Path, resume_from: Optional[str] = None) -> Optional[DirectoryLock]:
+    """The lock of ``out_dir`` (``.vidgan_run.lock``, vidgan.lock), taken at once or refused
+    with a RunDirError naming the run that holds it. ``resume_from`` inside another run
+    directory that a live run holds is refused too (that run may prune the file). Where the
+    file system cannot lock, a warning, and None."""
+    lock = DirectoryLock(out_dir, RUN_LOCK)
+    try:
+        lock.acquire(wait=False)
+    except LockHeld as err:
+        raise RunDirError(f"train.out_dir '{out_dir}' is in use by another run: "
+                          f"{describe_holder(err.holder)}. Wait for it to end, or choose "
+                          f"another train.out_dir") from None
+    except LockUnsupported as err:
+        tqdm.write(f"warning: {err.strerror}; nothing stops a second run from using "
+                   f"train.out_dir '{out_dir}' at the same time: make sure only one does")
+        return None
+    if resume_from is not None:
+        source = Path(resume_from).resolve().parent
+        source = source.parent if source.name == "checkpoints" else source
+        if source != Path(out_dir).resolve() and (source / RUN_LOCK).is_file():
+            try:
+                DirectoryLock(source, RUN_LOCK).acquire(wait=False, record=False).release()
+            except LockHeld as err:
+                lock.release()
+                raise RunDirError(f"--resume-from {resume_from}: its run directory "
+                                  f"'{source}' is in use by another run: "
+                                  f"{describe_holder(err.holder)}. Wait for it to end, or "
+                                  f"copy the checkpoint elsewhere first") from None
+            except LockUnsupported:
+                pass  # said above for out_dir, which is usually on the same file system
+    return lock
 
 
 def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
