@@ -35,6 +35,7 @@ def test_tiny_model_trains_30_iterations(tmp_path, synthetic_root):
         for key in ("loss/D", "loss/G", "loss/R1"):
             assert torch.isfinite(m[key]), key
     assert seen[-1]["nonfinite_skipped"] == 0
+    trainer.close()  # let go of the run directory (run() does this at its end)
     # and through run(): checkpoints pruned to the last 2, samples written, config stored
     trainer2 = Trainer(_cfg(tmp_path, synthetic_root, "train.iterations=20",
                             "train.checkpoint_interval=5", "train.keep_checkpoints=2",

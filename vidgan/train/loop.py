@@ -590,6 +590,9 @@ def hold_run_dir(out_dir: Path, resume_from: Optional[str] = None) -> Optional[D
         tqdm.write(f"warning: {err.strerror}; nothing stops a second run from using "
                    f"train.out_dir '{out_dir}' at the same time: make sure only one does")
         return None
+    except OSError as err:  # the directory or its lock file cannot be created
+        raise RunDirError(f"train.out_dir '{out_dir}' is not writable ({err}); choose another "
+                          f"train.out_dir or fix its permissions") from None
     if resume_from is not None:
         source = Path(resume_from).resolve().parent
         source = source.parent if source.name == "checkpoints" else source
