@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import WIDTHS
+from tests.conftest import DEFAULT_STEP, WIDTHS
 from vidgan.data.clips import ClipSampler
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,9 +22,10 @@ def _free_port() -> int:
 
 
 def _overrides(root, out_dir, *extra):
-    return WIDTHS + [f"data.root={root}", "data.dataset=folder", f"train.out_dir={out_dir}",
-                     "train.batch_size=8", "eval.metrics=[]", "eval.sample_interval=0",
-                     "train.checkpoint_interval=1000", *extra]
+    return WIDTHS + DEFAULT_STEP + [
+        f"data.root={root}", "data.dataset=folder", f"train.out_dir={out_dir}",
+        "train.batch_size=8", "eval.metrics=[]", "eval.sample_interval=0",
+        "train.checkpoint_interval=1000", *extra]
 
 
 def _train_float64(rank, world, port, overrides, out, steps):

@@ -111,8 +111,9 @@ def test_official_init_per_layer_type():
     the renderers (c3-c6) LeCun normal, std 1/sqrt(fan_in), zero biases; the Up blocks
     GlorotUniform(sqrt 2) (shortcut: 1); the D's convs likewise."""
     torch.manual_seed(0)
-    cfg = load_config("demo.yaml", ["model.z_dim=64", "model.clstm_ch=64", "model.ch=16",
-                                    "model.n_classes=0", "model.frame_discriminator=none"])
+    cfg = load_config("demo.yaml", ["model.init=official", "model.z_dim=64",
+                                    "model.clstm_ch=64", "model.ch=16", "model.n_classes=0",
+                                    "model.frame_discriminator=none"])
     G, D = build_generator(cfg), build_discriminator(cfg)
     t = G.temporal
     for layer in (t.fc, t.cells[0].w_x, t.cells[0].w_h):
