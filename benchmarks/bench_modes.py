@@ -4,7 +4,7 @@ classifier, report mean +- sd over the seeds.
 
     python -m benchmarks.bench_modes [--configs modes_st4,modes_3d2d,modes_memory,modes_mocogan]
         [--seeds 0,1,2] [--iterations 1000] [--n-samples 2048] [--jobs 1]
-        [--out runs/bench_modes] [key=value ...]
+        [--out runs/bench_modes] [--rescore] [key=value ...]
 
 Each run is ``train.py`` then ``python -m vidgan.evaluate --metrics modes`` in a subprocess
 (``--jobs`` of them at a time, the CPU threads split between them). Results accumulate in
@@ -63,16 +63,21 @@ def run_one(config: str, seed: int, args, threads: int) -> dict:
 
 @torch.no_grad()
 def latent_spread(checkpoint: Path, n: int = 16, seed: int = 123, early: int = 3) -> dict:
-    """How much the frames still depend on z: the per-pixel std across ``n`` fixed latents of
-    the EMA generator's clips, in grey levels (0-255), averaged over frames 1..``early``
-    (``spread_early``) and over the frames after (``spread_late``). A generator whose
-    frames stop following z after a few steps has spread_late << spread_early."""
+    """How much the frames still depend on z, and still move: over ``n`` fixed latents of the
+    EMA generator's clips, in grey levels (0-255), the per-pixel std across the latents
+    (``spread_*``) and the mean absolute change from the previous frame (``change_*``),
+    averaged over frames 1..``early`` (``*_early``; change from frame 2) and over the frames
+    after (``*_late``). A generator whose frames stop following z after a few steps has
+    spread_late << spread_early; one whose clips freeze, change_late << change_early."""
     from vidgan.checkpoint import load_generator
     G = load_generator(checkpoint, device="cpu").G
     z = G.sample_z(n, generator=torch.Generator().manual_seed(seed))
     video = (G(z) + 1) * 127.5  # (n, 3, T, H, W) in grey levels
     std = video.std(dim=0).mean(dim=(0, 2, 3))  # (T,)
-    return {"spread_early": float(std[:early].mean()), "spread_late": float(std[early:].mean())}
+    change = (video[:, :, 1:] - video[:, :, :-1]).abs().mean(dim=(0, 1, 3, 4))  # (T - 1,)
+    return {"spread_early": float(std[:early].mean()), "spread_late": float(std[early:].mean()),
+            "change_early": float(change[:early - 1].mean()),
+            "change_late": float(change[early - 1:].mean())}
 
 
 def _top_reason(rows: list) -> str:
@@ -131,14 +136,14 @@ def factor_table(results: list, configs: list) -> str:
 
 def spread_table(results: list, configs: list) -> str:
     """``latent_spread`` of the final EMA generators, mean ± sd over the seeds."""
-    lines = ["| config | seeds | spread across z, frames 1-3 | frames 4-16 | late / early |",
-             "|---|---|---|---|---|"]
+    lines = ["| config | seeds | spread across z, frames 1-3 | frames 4-16 | "
+             "change per frame, frames 2-3 | frames 4-16 |", "|---|---|---|---|---|---|"]
     for config in configs:
-        rows = [r for r in results if r["config"] == config and "spread_late" in r]
+        rows = [r for r in results if r["config"] == config and "change_late" in r]
         if rows:
-            early, late = [r["spread_early"] for r in rows], [r["spread_late"] for r in rows]
-            lines.append(f"| {config} | {len(rows)} | {cell(early, 1)} | {cell(late, 1)} | "
-                         f"{cell([l / e for e, l in zip(early, late)], 2)} |")
+            lines.append(f"| {config} | {len(rows)} | " + " | ".join(
+                cell([r[k] for r in rows], 1) for k in ("spread_early", "spread_late",
+                                                        "change_early", "change_late")) + " |")
     return "\n".join(lines)
 
 
@@ -189,12 +194,21 @@ def main(argv=None) -> None:
     parser.add_argument("--n-samples", type=int, default=2048)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/bench_modes")
+    parser.add_argument("--rescore", action="store_true",
+                        help="measure latent_spread again on the stored final checkpoints")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     configs = args.configs.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     results = load_results(out)
+    if args.rescore:
+        for r in results:
+            ckpt = (out / f"{r['config']}_seed{r['seed']}" / "checkpoints"
+                    / f"ckpt_{r['iterations']:08d}.pt")
+            if ckpt.is_file():
+                r.update(latent_spread(ckpt))
+        (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     done = {(r["config"], r["seed"], r["iterations"]) for r in results}
     todo = [(c, s) for c in configs for s in seeds if (c, s, args.iterations) not in done]
 
