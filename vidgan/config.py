@@ -145,7 +145,7 @@ class TrainConfig:
     lr: float = 1e-4
     betas: List[float] = field(default_factory=lambda: [0.0, 0.9])
     # "chainer": the official code's Adam, eps added to sqrt(v) before the bias correction
-    # (vidgan.train.optim.ChainerAdam); "torch": torch.optim.Adam, eps added after it.
+    # (vidgan.train.optim.Adam); "torch": torch.optim.Adam's form, eps added after it.
     adam: str = "chainer"
     adam_eps: float = 8e-8  # the official code's Adam eps (in the form train.adam names)
     # "g_first": the official code's iteration: G step through the D of before this
