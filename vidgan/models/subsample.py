@@ -18,6 +18,14 @@ def draw_offset(s_t: int, n_frames: int, generator: Optional[torch.Generator] = 
     return int(torch.randint(high, (1,), generator=generator))
 
 
+def frame_indices(n_in: int, s_t: int, offsets: torch.Tensor) -> torch.Tensor:
+    """tau = t * s_t + b (Eq. 9) for t < ceil(n_in / s_t) (Eq. 8), one row per offset in
+    ``offsets`` (shape (...,)) -> (..., ceil(n_in / s_t)); an index past the end repeats the
+    last frame."""
+    n_out = -(-n_in // s_t)
+    return (torch.arange(n_out) * s_t + offsets[..., None]).clamp_(max=n_in - 1)
+
+
 class FrameSubsampler(nn.Module):
     """Keeps frames tau = t * s_t + b_t (Eq. 9), i.e. ``h[:, b_t::s_t]`` along time.
 
@@ -44,7 +52,7 @@ class FrameSubsampler(nn.Module):
             index = [slice(None)] * x.dim()
             index[time_dim] = slice(b, None, self.s_t)
             return x[tuple(index)]
-        taus = (torch.arange(n_out) * self.s_t + b).clamp_(max=n_in - 1)
+        taus = frame_indices(n_in, self.s_t, torch.tensor(b))
         return x.index_select(time_dim, taus.to(x.device))
 
     def extra_repr(self) -> str:
@@ -62,8 +70,7 @@ def subsample_examples(x: torch.Tensor, s_t: int, batch_stride: int = 1) -> torc
     """
     x = x[::batch_stride]
     b, n_in = x.shape[0], x.shape[2]
-    n_out = -(-n_in // s_t)
     offsets = distributed.shard(torch.randint(min(s_t, n_in), (b * distributed.world_size(),)))
-    taus = (torch.arange(n_out) * s_t + offsets[:, None]).clamp_(max=n_in - 1)  # (B, T')
+    taus = frame_indices(n_in, s_t, offsets)  # (B, T')
     rows = torch.arange(b)[:, None]
     return x.transpose(1, 2)[rows.to(x.device), taus.to(x.device)].transpose(1, 2)
