@@ -1,6 +1,6 @@
 import pytest
 
-from vidgan.config import PREVIOUS_DEFAULTS, Config, load_config
+from vidgan.config import PREVIOUS_DEFAULTS, Config, load_config, setting
 
 # Tiny widths and sizes for any config: the architecture is the real one.
 WIDTHS = ["model.resolution=64", "model.n_frames=8", "model.z_dim=8", "model.clstm_ch=8",
@@ -12,8 +12,7 @@ WIDTHS = ["model.resolution=64", "model.n_frames=8", "model.z_dim=8", "model.cls
 # test_synthetic_metric.py.
 # demo.yaml trains with vidgan 0.1's step (it measured better in its 600 iterations): the
 # tests exercise the default step, the official code's
-DEFAULT_STEP = [f"{key}={getattr(getattr(Config(), key.split('.')[0]), key.split('.')[1])}"
-                for key in PREVIOUS_DEFAULTS]
+DEFAULT_STEP = [f"{key}={setting(Config(), key)}" for key in PREVIOUS_DEFAULTS]
 TINY = WIDTHS + DEFAULT_STEP + ["model.n_classes=0", "model.frame_discriminator=none",
                                 "eval.metrics=[is,fid]", "eval.interval=10000"]
 

@@ -393,7 +393,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"eval.metrics={list(cfg.eval.metrics)}: unknown {unknown}; "
                           f"allowed: {', '.join(METRICS)}")
     for key, allowed in CHOICES.items():
-        value = _getattr_path(cfg, key)
+        value = setting(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}='{value}': allowed values are {', '.join(allowed)}")
     if cfg.loss.combine == "sum" and m.subsample_batch:
@@ -402,7 +402,8 @@ def validate(cfg: Config) -> None:
                           "loss.combine=mean (as the official code does) or subsample_batch=false")
 
 
-def _getattr_path(obj, dotted: str):
+def setting(obj, dotted: str):
+    """The value at ``dotted`` (e.g. "train.step_order") of a Config."""
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
@@ -459,9 +460,9 @@ def with_previous_defaults(data: dict) -> dict:
 def changed_settings(stored: Config, current: Config) -> List[str]:
     """``key old -> new`` for every ``PREVIOUS_DEFAULTS`` key whose value in ``current``
     differs from ``stored`` (the config a checkpoint was trained with)."""
-    return [f"{key} {_getattr_path(stored, key)} -> {_getattr_path(current, key)}"
+    return [f"{key} {setting(stored, key)} -> {setting(current, key)}"
             for key in PREVIOUS_DEFAULTS
-            if _getattr_path(stored, key) != _getattr_path(current, key)]
+            if setting(stored, key) != setting(current, key)]
 
 
 def to_dict(cfg: Config) -> dict:
