@@ -106,6 +106,7 @@ def _glorot_std(w: torch.Tensor, gain: float) -> float:
     return gain * math.sqrt(6.0 / ((w.shape[0] + w.shape[1]) * receptive)) / math.sqrt(3.0)
 
 
+@torch.no_grad()  # reading weights only
 def test_official_init_per_layer_type():
     """Chainer's defaults where the official code sets no initialW: the FC, the ConvLSTM and
     the renderers (c3-c6) LeCun normal, std 1/sqrt(fan_in), zero biases; the Up blocks
@@ -133,6 +134,7 @@ def test_official_init_per_layer_type():
     _std_close(block.c1.weight, _glorot_std(block.c1.weight, math.sqrt(2)))
 
 
+@torch.no_grad()  # reading weights only
 def test_legacy_init_keeps_pytorchs_default():
     """model.init=legacy: PyTorch's Linear/Conv default, U(+-1/sqrt(fan_in)), std 0.577x
     LeCun's; renderers Glorot uniform."""
