@@ -87,7 +87,7 @@ class CountingHead(torch.nn.Module):
     def extra_terms(self, phase, real_aux, fake_aux, condition):
         return {"l2": 0.5 * fake_aux.pow(2).mean()}
 
-    def after_step(self, real_aux, fake_aux):
+    def after_step(self, real_aux, fake_aux, condition):
         self.seen += torch.tensor([len(real_aux), len(fake_aux)], dtype=torch.float32)
         return {"seen_real": self.seen[0].clone()}
 

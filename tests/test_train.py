@@ -272,22 +272,32 @@ def _memory_state(trainer):
     return {k: v.clone() for k, v in trainer.D.frame.memory.state_dict().items()}
 
 
-def test_memory_is_written_in_d_steps_only_and_mi_joins_both_losses(tmp_path, synthetic_root):
-    trainer = Trainer(_cfg(tmp_path, synthetic_root, *MEMORY, "loss.mi_weight=0.5"))
+@pytest.mark.parametrize("g_step_write", [True, False])
+def test_memory_is_written_after_applied_steps_only_and_mi_joins_both_losses(
+        tmp_path, synthetic_root, g_step_write):
+    trainer = Trainer(_cfg(tmp_path, synthetic_root, *MEMORY, "loss.mi_weight=0.5",
+                           f"model.memory.g_step_write={str(g_step_write).lower()}"))
     batches = iter(trainer.loader)
     before = _memory_state(trainer)
-    trainer.generator_step(None)  # the G step reads the memory (MCGN, D's logits) only
+    trainer.generator_step(None)  # the G phase reads the memory (MCGN, D's logits) only
     assert all(torch.equal(v, before[k]) for k, v in _memory_state(trainer).items())
     with torch.no_grad():  # sampling and EMA never write either
         trainer.sample_grid()
     assert all(torch.equal(v, before[k]) for k, v in _memory_state(trainer).items())
-    metrics = trainer.train_step(batches)  # one D step: a real write, then a fake write
+    # one iteration: the D step's real and fake writes, then the G step's fake write
+    metrics = trainer.train_step(batches)
     ages = trainer.D.frame.memory.ages
-    assert float(ages.max()) == 2 and float(ages.min()) == 0
+    writes = 3 if g_step_write else 2  # every write ages all slots by one
+    assert float(ages.max()) == writes and float(ages.min()) == 0
+    assert ("frame/resets_fake_g" in metrics) == g_step_write
     for phase in ("D", "G"):
         assert float(metrics[f"loss/{phase}_frame_mi"]) > 0
+    # the diagnostics (the sampled keys of the first step are the memory's zero keys: NaN)
+    metrics = trainer.train_step(batches)
     for key in ("real_slots", "mean_age", "hist_entropy", "log_likelihood", "p_real", "p_fake",
-                "resets_real", "resets_fake"):
+                "resets_real", "resets_fake", "single_label_real", "single_label_fake",
+                "clipped_real", "clipped_fake", "cos_real_queries", "cos_fake_queries",
+                "cos_real_keys", "cos_sampled_keys"):
         assert torch.isfinite(metrics[f"frame/{key}"]), key
     # MCGN: the generator's latent ends with keys of D's memory
     z = trainer.G.sample_z(3)

@@ -41,7 +41,20 @@ class MemoryConfig:
     alpha: float = 0.5  # histogram decay of the EM step
     # MCGN (memoryGAN §3.2): the generator also takes the key K_c of a slot c ~ h v / sum h v
     condition_generator: bool = True
+    # How K_c reaches the ConvLSTM (the GRU takes it in every frame's code either way):
+    # "first", joined to z before the FC, the input of t = 0 only (memoryGAN's MCGN is an
+    # image model: both papers are silent); "every", also the FC's K_c part (no bias) as the
+    # input of every later step, so the key reaches late frames directly. No new parameter.
+    condition: str = "every"
     update: str = "em"  # em | kaiser (memoryGAN's "-EM" ablation: K <- normalize(K + q))
+    # vMF concentration: similarities are kappa * s in the read and the EM step (official: 1)
+    kappa: float = 1.0
+    # true: p clipped to [1e-3, 1 - 1e-3] as the official code, so a read set of one label
+    # gives a constant logit (+-6.907) and loss; false: log p and log(1 - p) in log space from
+    # the read's posterior, and a read set of one label contributes exactly 0 to every loss.
+    clip: bool = False
+    # The official code writes the fake queries again in its G step (twice per iteration).
+    g_step_write: bool = True
 
 
 @dataclass
@@ -136,6 +149,13 @@ class LossConfig:
     # memoryGAN's mutual-information term lambda * mean((q_fake - K_c)^2), in L_D and L_G
     # (model.frame_discriminator=memory with condition_generator); official: 1e-6
     mi_weight: float = 1e-6
+    # The memory head (model.frame_discriminator=memory). "own": its own term, memoryGAN's
+    # cross-entropy (D: -log p_real - log(1 - p_fake); G: -log p_fake) times memory_weight,
+    # beside the 3D heads' loss, as the official memoryGAN's p is a whole D's output.
+    # "shared": its logit joins the 3D heads' loss (loss.combine), vidgan before 0.3.
+    memory: str = "own"
+    memory_weight: float = 1.0
+    memory_r1: bool = False  # R1 (Eq. 10) on the memory head too; the official memoryGAN has none
 
 
 @dataclass
@@ -196,6 +216,8 @@ CHOICES = {
     "model.temporal": ("convlstm", "gru"),
     "model.frame_discriminator": ("none", "resnet2d", "memory"),
     "model.memory.update": ("em", "kaiser"),
+    "model.memory.condition": ("first", "every"),
+    "loss.memory": ("own", "shared"),
     "model.discriminator": ("multi3d",),
     "model.downsample": ("official", "paper"),
     "model.init": ("official", "legacy"),
@@ -208,19 +230,27 @@ CHOICES = {
     "train.step_order": ("g_first", "d_first"),
 }
 
-# What vidgan did before its defaults followed the official TGANv2 code (0.2). A checkpoint
-# whose stored config lacks one of these keys was trained with this value (the keys added in
-# 0.2); ``changed_settings`` names the ones a resumed run changes.
+# What vidgan did before a key existed: the official TGANv2 step (keys added in 0.2) and the
+# memory head's own loss (0.3). A checkpoint whose stored config lacks one of these keys was
+# trained with this value; ``changed_settings`` names the ones a resumed run changes.
 PREVIOUS_DEFAULTS = {
     "model.downsample": "paper",
     "model.init": "legacy",
+    "model.memory.condition": "first",
+    "model.memory.clip": True,
+    "model.memory.g_step_write": False,
     "loss.combine": "sum",
+    "loss.memory": "shared",
+    "loss.memory_r1": True,
     "train.adam": "torch",
     "train.adam_eps": 1e-8,
     "train.step_order": "d_first",
 }
 # Model keys that change no parameter: a run may resume with another value.
-BEHAVIOUR_ONLY_MODEL_KEYS = ("downsample", "init")
+BEHAVIOUR_ONLY_MODEL_KEYS = ("downsample", "init", "memory.condition", "memory.kappa",
+                             "memory.clip", "memory.g_step_write")
+# Keys that mean something only with the memory head (model.frame_discriminator=memory).
+MEMORY_KEYS = ("model.memory.", "loss.memory", "loss.mi_weight")
 
 C3D_METRICS = ("is", "fid", "ddm")  # need the C3D weights
 # Weight-free metrics of the generated datasets: modes (vidgan.metrics.modes) for
@@ -326,8 +356,13 @@ def validate(cfg: Config) -> None:
         if queries > mem.slots:
             raise ConfigError(f"model.memory.slots={mem.slots}: a write holds train.batch_size x "
                               f"model.frames_per_video = {queries} queries; use more slots")
+        if not mem.kappa > 0:
+            raise ConfigError(f"model.memory.kappa={mem.kappa}: the vMF concentration must be "
+                              f"> 0 (official: 1)")
     if cfg.loss.mi_weight < 0:
         raise ConfigError(f"loss.mi_weight={cfg.loss.mi_weight}: must be >= 0")
+    if cfg.loss.memory_weight < 0:
+        raise ConfigError(f"loss.memory_weight={cfg.loss.memory_weight}: must be >= 0")
     if m.minibatch_std < 0:
         raise ConfigError(f"model.minibatch_std={m.minibatch_std}: must be >= 0 (0 = off, "
                           f"else the group size, e.g. 4)")
@@ -448,21 +483,29 @@ def config_from_dict(data: dict, overrides: List[str] = ()) -> Config:
 def with_previous_defaults(data: dict) -> dict:
     """A copy of the config dict ``data`` where every ``PREVIOUS_DEFAULTS`` key it lacks is set
     to that previous value."""
-    data = {section: dict(values) if isinstance(values, dict) else values
-            for section, values in data.items()}
+    data = _copy_dicts(data)
     for key, value in PREVIOUS_DEFAULTS.items():
-        section, name = key.split(".")
-        if isinstance(data.get(section), dict):
-            data[section].setdefault(name, value)
+        *path, name = key.split(".")
+        node = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(name, value)
     return data
+
+
+def _copy_dicts(data):
+    return {k: _copy_dicts(v) for k, v in data.items()} if isinstance(data, dict) else data
 
 
 def changed_settings(stored: Config, current: Config) -> List[str]:
     """``key old -> new`` for every ``PREVIOUS_DEFAULTS`` key whose value in ``current``
     differs from ``stored`` (the config a checkpoint was trained with)."""
+    memory = current.model.frame_discriminator == "memory"
     return [f"{key} {setting(stored, key)} -> {setting(current, key)}"
             for key in PREVIOUS_DEFAULTS
-            if setting(stored, key) != setting(current, key)]
+            if setting(stored, key) != setting(current, key)
+            and (memory or not key.startswith(MEMORY_KEYS))]
 
 
 def to_dict(cfg: Config) -> dict:

@@ -12,10 +12,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from vidgan import distributed
-from vidgan.config import ModelConfig
+from vidgan.config import LossConfig, ModelConfig
 from vidgan.models.conv import FastConv3d
 from vidgan.models.init import RESIDUAL_GAIN, glorot_
-from vidgan.models.memory import VMFMemory
+from vidgan.models.memory import Read, VMFMemory
 
 # 3D: nn.Conv3d with derivatives that are plain convolutions (R1's double backward, issue 13)
 _CONV = {2: nn.Conv2d, 3: FastConv3d}
@@ -184,28 +184,82 @@ class FrameDiscriminator(nn.Module):
 P_CLIP = 1e-3  # memoryGAN §3.1.1: p(y|x) clipped to [eps, 1 - eps], eps = 0.001
 
 
+def memory_logit(read: Read, clip: bool) -> torch.Tensor:
+    """The memory's verdict on each query as a logit (B,).
+
+    ``clip`` (model.memory.clip, the official code): logit(clip(p, 1e-3, 1 - 1e-3)); a read
+    set of one label gives the constant +-6.907 with zero gradient. Otherwise log space:
+    log p - log(1 - p) from the read's posterior where the read set holds both labels, and 0
+    where it holds one, so a saturated memory adds nothing to a sum of logits.
+    """
+    if clip:
+        return torch.logit(read.p.clamp(P_CLIP, 1 - P_CLIP))
+    ratio = read.log_real - read.log_fake
+    return torch.where(read.mixed, ratio, torch.zeros_like(ratio))
+
+
+def memory_nll(read: Read, label: int, clip: bool) -> torch.Tensor:
+    """memoryGAN's cross-entropy -log p(label | q) per query (B,), label 1 real, 0 fake.
+
+    ``clip``: -log clip(p) (the official code; a saturated read gives the constant 6.907 or
+    ~0.001). Otherwise -log p (or -log(1 - p)) in log space where the read set holds both
+    labels and exactly 0 where it holds one: no constant and no gradient from a read that
+    cannot say anything.
+    """
+    if clip:
+        p = read.p.clamp(P_CLIP, 1 - P_CLIP)
+        return -torch.log(p if label else 1 - p)
+    log_p = read.log_real if label else read.log_fake
+    return torch.where(read.mixed, -log_p, torch.zeros_like(log_p))
+
+
+def mean_pairwise_cosine(x: torch.Tensor, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean cosine over the distinct pairs of the rows of x (N, M) (of the rows where
+    ``keep``), from the norm of the sum of the unit rows: (|sum u|^2 - n) / (n (n - 1)).
+    NaN for fewer than two rows."""
+    u = F.normalize(x.float(), dim=1)
+    if keep is not None:
+        u = u * keep[:, None]
+    n = u.pow(2).sum()  # rows of norm 1 (a zero key counts for nothing)
+    return (u.sum(dim=0).pow(2).sum() - n) / (n * (n - 1))
+
+
 class MemoryFrameDiscriminator(nn.Module):
-    """memoryGAN's discriminative memory network on frames (memoryGAN §3.1, DESIGN §5).
+    """memoryGAN's discriminative memory network on frames (memoryGAN §3.1).
 
     The 2D ResNet of the frame head is the inference network mu: its blocks, ReLU, then a
     dedicated 1x1 conv to M channels (no activation, no norm) and a global mean over H, W give
-    the raw query q (the official code's last layer); the vMF memory turns q into p(real | x).
-    Each frame's logit is logit(clip(p, 1e-3, 1 - 1e-3)), so softplus(-logit) = -log p is
-    memoryGAN's cross-entropy; a video's logit is the mean over its frames.
+    the raw query q (the official code's last layer); the vMF memory reads q (``Read``: log p
+    and log(1 - p)). A frame's logit is ``memory_logit``; a video's logit is the mean over its
+    frames.
 
-    As a head (vidgan/train/loss.py) it returns (logits, {"q": raw queries, "p": p}); adds the
-    MCGN mutual-information term mean((q_fake - K_c)^2) (weighted by loss.mi_weight) to L_D
-    and L_G; and writes the memory in ``after_step``, once per applied D step, with the real
-    then the fake queries of that step's forward pass.
+    As a head (vidgan/train/loss.py) it returns (logits, {"q", "read", "p"}). With
+    loss.memory=own (``configure_loss``) its logits stay out of the 3D heads' loss and it adds
+    its own term, memoryGAN's cross-entropy ``memory_nll`` (D: -log p_real - log(1 - p_fake);
+    G: the non-saturating -log p_fake), weighted by loss.memory_weight; with loss.memory=shared
+    its logits join the other heads' (vidgan before 0.3). It adds the MCGN mutual-information
+    term mean((q_fake - K_c)^2) (loss.mi_weight) to L_D and L_G; writes the memory in
+    ``after_step``, once per applied D step, with the real then the fake queries of that
+    step; and with model.memory.g_step_write writes the fake queries of the G step once more
+    (``after_generator_step``), as the official code writes in its G step.
     """
 
     def __init__(self, ch: int, frames_per_video: int, memory: VMFMemory,
-                 downsample: str = "official"):
+                 downsample: str = "official", clip: bool = False, g_step_write: bool = True):
         super().__init__()
         self.frames_per_video = frames_per_video
         self.blocks = resnet_blocks(ch, 3, dims=2, rule=downsample)
         self.query = conv(2, 16 * ch, memory.key_dim, 1, 1.0)
         self.memory = memory
+        self.clip, self.g_step_write = clip, g_step_write
+        # how the training loss takes this head (configure_loss): its own term, no R1
+        self.shared_loss, self.r1 = False, False
+
+    def configure_loss(self, cfg: LossConfig) -> None:
+        """loss.memory: own (its own cross-entropy term) or shared (its logits join the other
+        heads' loss); loss.memory_r1: whether R1 (Eq. 10) covers this head (the official
+        memoryGAN has no gradient penalty)."""
+        self.shared_loss, self.r1 = cfg.memory == "shared", cfg.memory_r1
 
     def queries(self, frames: torch.Tensor) -> torch.Tensor:
         """mu: frames (N, 3, H, W) -> raw queries (N, M)."""
@@ -213,21 +267,33 @@ class MemoryFrameDiscriminator(nn.Module):
 
     def forward(self, video: torch.Tensor, y: Optional[torch.Tensor] = None):
         q = self.queries(select_frames(video, self.frames_per_video))  # (B * k, M)
-        p = self.memory(q)  # (B * k,) float32
-        logits = torch.logit(p.clamp(P_CLIP, 1 - P_CLIP))
-        return logits.view(-1, self.frames_per_video).mean(dim=1), {"q": q, "p": p}
+        read = self.memory.read(q)  # float32
+        logits = memory_logit(read, self.clip)
+        return logits.view(-1, self.frames_per_video).mean(dim=1), {"q": q, "read": read,
+                                                                     "p": read.p}
 
     def extra_terms(self, phase: str, real_aux, fake_aux, condition) -> Dict[str, torch.Tensor]:
-        """MCGN's mutual-information term on the fakes (DESIGN §5: the official code's squared
-        distance of raw q to K_c, where the paper writes a negative cosine)."""
-        if condition is None:
-            return {}
-        dtype = self.memory.keys.dtype  # float32 under autocast too
-        keys = condition.repeat_interleave(self.frames_per_video, dim=0).to(dtype)
-        return {"mi": (fake_aux["q"].to(dtype) - keys).pow(2).mean()}
+        """With loss.memory=own, memoryGAN's cross-entropy as the term "memory" (times
+        loss.memory_weight); with MCGN, the mutual-information term "mi" on the fakes (the
+        official code's squared distance of raw q to K_c, where the paper writes a negative
+        cosine)."""
+        terms = {}
+        if not self.shared_loss:
+            fake = fake_aux["read"]
+            if phase == "D":
+                terms["memory"] = (memory_nll(real_aux["read"], 1, self.clip).mean()
+                                   + memory_nll(fake, 0, self.clip).mean())
+            else:  # non-saturating: G makes its frames read as real
+                terms["memory"] = memory_nll(fake, 1, self.clip).mean()
+        if condition is not None:
+            dtype = self.memory.keys.dtype  # float32 under autocast too
+            keys = condition.repeat_interleave(self.frames_per_video, dim=0).to(dtype)
+            terms["mi"] = (fake_aux["q"].to(dtype) - keys).pow(2).mean()
+        return terms
 
-    def after_step(self, real_aux, fake_aux) -> Dict[str, torch.Tensor]:
-        """Write the real queries (label 1), then the fake ones (label 0); return diagnostics.
+    def after_step(self, real_aux, fake_aux, condition=None) -> Dict[str, torch.Tensor]:
+        """Write the real queries (label 1), then the fake ones (label 0); return diagnostics
+        (``read_stats``, the memory's own, the resets).
 
         Across processes, the queries of the global batch (gathered in rank order) are
         written on every process alike, so the memory stays identical everywhere and equal
@@ -235,16 +301,42 @@ class MemoryFrameDiscriminator(nn.Module):
         q_real = distributed.gather(real_aux["q"].detach())
         q_fake = distributed.gather(fake_aux["q"].detach())
         stats = self.memory.diagnostics(q_real)
-        stats.update(p_real=distributed.gather(real_aux["p"].detach()).mean(),
-                     p_fake=distributed.gather(fake_aux["p"].detach()).mean())
+        stats.update(self.read_stats(real_aux["read"], "real"))
+        stats.update(self.read_stats(fake_aux["read"], "fake"))
+        stats["cos_real_queries"] = mean_pairwise_cosine(q_real)
+        stats["cos_fake_queries"] = mean_pairwise_cosine(q_fake)
+        stats["cos_real_keys"] = mean_pairwise_cosine(self.memory.keys, self.memory.values > 0.5)
+        if condition is not None:
+            stats["cos_sampled_keys"] = mean_pairwise_cosine(distributed.gather(condition))
         stats["resets_real"] = self.memory.update(q_real, 1)["resets"]
         stats["resets_fake"] = self.memory.update(q_fake, 0)["resets"]
         return stats
 
+    @staticmethod
+    def read_stats(read: Read, side: str) -> Dict[str, torch.Tensor]:
+        """Mean p, and the fractions of reads whose set held one label (p exactly 0 or 1)
+        and whose p lies outside [1e-3, 1 - 1e-3] (clipped under model.memory.clip), over
+        the global batch."""
+        log_real = distributed.gather(read.log_real.detach())
+        log_fake = distributed.gather(read.log_fake.detach())
+        gathered = Read(log_real, log_fake)
+        p = gathered.p
+        return {f"p_{side}": p.mean(),
+                f"single_label_{side}": (~gathered.mixed).float().mean(),
+                f"clipped_{side}": ((p < P_CLIP) | (p > 1 - P_CLIP)).float().mean()}
+
+    def after_generator_step(self, fake_aux) -> Dict[str, torch.Tensor]:
+        """model.memory.g_step_write: the G step's fake queries (label 0) written once more,
+        as the official memoryGAN writes in its G step (docs/FIDELITY.md)."""
+        if not self.g_step_write:
+            return {}
+        q_fake = distributed.gather(fake_aux["q"].detach())
+        return {"resets_fake_g": self.memory.update(q_fake, 0)["resets"]}
+
 
 def build_memory(cfg: ModelConfig) -> VMFMemory:
     m = cfg.memory
-    return VMFMemory(m.slots, m.key_dim, m.topk, m.alpha, update_rule=m.update)
+    return VMFMemory(m.slots, m.key_dim, m.topk, m.alpha, update_rule=m.update, kappa=m.kappa)
 
 
 class MultiLevelDiscriminator(nn.Module):
@@ -272,7 +364,8 @@ class MultiLevelDiscriminator(nn.Module):
                                             cfg.minibatch_std, cfg.downsample)
         elif cfg.frame_discriminator == "memory":
             self.frame = MemoryFrameDiscriminator(cfg.dis_ch, cfg.frames_per_video,
-                                                  build_memory(cfg), cfg.downsample)
+                                                  build_memory(cfg), cfg.downsample,
+                                                  cfg.memory.clip, cfg.memory.g_step_write)
         if cfg.frame_discriminator != "none":
             self.head_levels["frame"] = cfg.frame_level
 

@@ -41,7 +41,8 @@ def build_temporal_generator(cfg: ModelConfig) -> nn.Module:
     map_size, cond = fc_map_size(cfg.resolution), cfg.memory_condition_dim
     if cfg.temporal == "convlstm":
         return ConvLSTMTemporalGenerator(cfg.z_dim, cfg.n_classes, cfg.clstm_ch, map_size,
-                                         cfg.clstm_layers, cond, cfg.init)
+                                         cfg.clstm_layers, cond, cfg.init,
+                                         condition_every_step=cfg.memory.condition == "every")
     if cfg.temporal == "gru":
         return MoCoGANTemporalGenerator(cfg.content_dim, cfg.motion_dim, cfg.n_classes,
                                         cfg.clstm_ch, map_size, cfg.n_frames, cond)

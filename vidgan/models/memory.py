@@ -5,13 +5,41 @@ keys K (N, M), values v (N,) (1 real / 0 fake), ages a (N,) and the slot histogr
 Semantics follow the official memoryGAN code, which produced the paper's numbers (DESIGN §5):
 where its wording and the paper's differ, the comments say which is followed.
 """
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 KAPPA = 1.0  # vMF concentration (memoryGAN §3.1.1: kappa = 1)
+
+
+class Read(NamedTuple):
+    """One read of Eq. (4), in log space: ``log_real`` = log p(real | q) = log sum_S gamma v
+    and ``log_fake`` = log(1 - p), each (B,); -inf where the read set S holds no slot of that
+    label (then p is exactly 0 or 1). Gradients are finite everywhere and zero through a
+    label the read set does not hold."""
+    log_real: torch.Tensor
+    log_fake: torch.Tensor
+
+    @property
+    def p(self) -> torch.Tensor:
+        return torch.exp(self.log_real)
+
+    @property
+    def mixed(self) -> torch.Tensor:
+        """(B,) bool: the read set holds both labels, so p is strictly inside (0, 1)."""
+        return torch.isfinite(self.log_real) & torch.isfinite(self.log_fake)
+
+
+def _label_logsumexp(logit: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """log sum over the entries of each row where ``keep``; -inf for a row with none. A row
+    with none is computed on its unmasked logits and then replaced, so no -inf - -inf (a NaN
+    gradient) ever reaches autograd."""
+    has = keep.any(dim=1)
+    masked = logit.masked_fill(~keep, float("-inf"))
+    lse = torch.logsumexp(torch.where(has[:, None], masked, logit), dim=1)
+    return torch.where(has, lse, torch.full_like(lse, float("-inf")))
 
 
 def _stable_topk(score: torch.Tensor, k: int) -> torch.Tensor:
@@ -24,14 +52,20 @@ class VMFMemory(nn.Module):
     value (memoryGAN Eq. 1-5)."""
 
     def __init__(self, num_slots: int, key_dim: int, k: int, alpha: float = 0.5,
-                 beta: float = 1e-8, update_rule: str = "em"):
+                 beta: float = 1e-8, update_rule: str = "em", kappa: float = KAPPA):
         super().__init__()
         if not 1 <= k <= num_slots:
             raise ValueError(f"top-k={k} must lie in 1..num_slots={num_slots}")
         if update_rule not in ("em", "kaiser"):
             raise ValueError(f"update_rule='{update_rule}': allowed values are em, kaiser")
+        if not kappa > 0:
+            raise ValueError(f"kappa={kappa}: the vMF concentration must be > 0")
         self.num_slots, self.key_dim, self.k = num_slots, key_dim, k
         self.alpha, self.beta, self.update_rule = alpha, beta, update_rule
+        # Scales every similarity: the read's selection and posterior, the EM step's selection
+        # and responsibilities. kappa = 1 is the official code; a larger kappa lets similarity
+        # outweigh the histogram, so reads mix labels locally (docs/FIDELITY.md).
+        self.kappa = kappa
         values = torch.zeros(num_slots)
         values[:num_slots // 2] = 1.0  # official init: first half real, the rest fake
         self.register_buffer("keys", torch.zeros(num_slots, key_dim))
@@ -41,7 +75,7 @@ class VMFMemory(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"slots={self.num_slots}, key_dim={self.key_dim}, k={self.k}, "
-                f"alpha={self.alpha}, update={self.update_rule}")
+                f"alpha={self.alpha}, kappa={self.kappa}, update={self.update_rule}")
 
     # ---------------------------------------------------------------- read
     def _similarities(self, q: torch.Tensor) -> torch.Tensor:
@@ -50,21 +84,37 @@ class VMFMemory(nn.Module):
         q_hat = F.normalize(q.to(self.keys.dtype), dim=1)
         return q_hat, q_hat @ self.keys.t()
 
+    def _topk(self, s: torch.Tensor, penalty: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Top-k slots of (h + beta) exp(kappa (s - penalty) - 1), ranked in log space (no
+        overflow for any kappa), (B, k)."""
+        score = self.kappa * (s.detach() if penalty is None else s.detach() - penalty)
+        return _stable_topk(torch.log(self.hist + self.beta) + score - 1, self.k)
+
     def _read_slots(self, s: torch.Tensor) -> torch.Tensor:
         """Eq. (3): top-k of (h + beta) exp(kappa s - 1) over all labels, (B, k)."""
-        return _stable_topk((self.hist + self.beta) * torch.exp(KAPPA * s.detach() - 1), self.k)
+        return self._topk(s)
 
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
-        """p(real | q) (B,) for raw queries q (B, M), Eq. (4) over the top-k slots S.
+    def read(self, q: torch.Tensor) -> Read:
+        """Eq. (4) for raw queries q (B, M) over the top-k slots S, in log space.
 
-        The posterior over S weighs each slot by exp(s_i - 1) (alpha h_i + beta), the official
-        code's prior (the paper's Eq. 1 has h_i + beta); only s carries a gradient to q.
+        The posterior over S weighs each slot by exp(kappa s_i - 1) (alpha h_i + beta), the
+        official code's prior (the paper's Eq. 1 has h_i + beta); only s carries a gradient to
+        q. log p and log(1 - p) are log-sum-exps of that posterior over the real and the fake
+        slots of S, so neither rounds to log 0 while S holds its label.
         """
         with torch.autocast(q.device.type, enabled=False):
             _, s = self._similarities(q)
             slots = self._read_slots(s)
-            logit = s.gather(1, slots) + torch.log(self.alpha * self.hist[slots] + self.beta)
-            return (torch.softmax(logit, dim=1) * self.values[slots]).sum(dim=1)
+            logit = self.kappa * s.gather(1, slots) + torch.log(
+                self.alpha * self.hist[slots] + self.beta)
+            norm = torch.logsumexp(logit, dim=1)
+            real = self.values[slots] > 0.5
+            return Read(_label_logsumexp(logit, real) - norm,
+                        _label_logsumexp(logit, ~real) - norm)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        """p(real | q) (B,) for raw queries q (B, M): Eq. (4), ``read(q).p``."""
+        return self.read(q).p
 
     # ---------------------------------------------------------------- write
     @torch.no_grad()
@@ -75,9 +125,9 @@ class VMFMemory(nn.Module):
         top-1 slot of its read set S_b holds the other label: (K, v, h) = (q_hat_b, label,
         mean h) goes to an old slot, the i-th resetting sample (batch order) to the i-th
         oldest (age descending, ties to the lower index). The others take one EM step on
-        S^y_b = top-k of (h + beta) exp(s - 2 [v != y] - 1) (the label penalty exp(-2)):
-        gamma = softmax over S^y_b of s - 1 + log(alpha h + beta), h_i <- alpha h_i + 1 (the
-        official code adds the sum of gamma, which is 1), K_i <- normalize(K_i + gamma_i /
+        S^y_b = top-k of (h + beta) exp(kappa (s - 2 [v != y]) - 1) (the label penalty exp(-2)
+        at kappa = 1): gamma = softmax over S^y_b of kappa s - 1 + log(alpha h + beta),
+        h_i <- alpha h_i + 1 (the official code adds the sum of gamma, which is 1), K_i <- normalize(K_i + gamma_i /
         (alpha h_i + 1) (q_hat_b - K_i)). Rows are written sample-major, the last writer of a
         slot wins; then every age grows by 1 and written slots get age 0.
         Returns {"resets": number of resetting samples} (a tensor: no host sync).
@@ -94,12 +144,10 @@ class VMFMemory(nn.Module):
             oldest = torch.sort(self.ages, descending=True, stable=True).indices
             reset_slot = oldest[rank.clamp(min=0)]  # (B,)
 
-            wrong = (self.values != y).float()
-            em_slots = _stable_topk((self.hist + self.beta)
-                                    * torch.exp(KAPPA * (s - 2 * wrong) - 1), k)  # (B, k)
+            em_slots = self._topk(s, penalty=2 * (self.values != y).float())  # (B, k)
             s_em = s.gather(1, em_slots)
             h_em = self.alpha * self.hist[em_slots]  # (B, k)
-            gamma = torch.softmax(s_em + torch.log(h_em + self.beta), dim=1)
+            gamma = torch.softmax(self.kappa * s_em + torch.log(h_em + self.beta), dim=1)
             new_h = h_em + 1.0
             keys_em = self.keys[em_slots]  # (B, k, M)
             if self.update_rule == "em":
@@ -160,12 +208,13 @@ class VMFMemory(nn.Module):
     @torch.no_grad()
     def diagnostics(self, q_real: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Fraction of real slots, mean age, histogram entropy, and the biased log-likelihood
-        of real queries (memoryGAN Fig. 3a, as its code computes it: log sum_i N(s_i - 1)
+        of real queries (memoryGAN Fig. 3a, as its code computes it: log sum_i N(kappa s_i - 1)
         (h_i v_i + beta) / sum_j (h_j v_j + beta))."""
         with torch.autocast(q_real.device.type, enabled=False):
             _, s = self._similarities(q_real)
             prior = self.hist * self.values + self.beta
-            density = torch.exp(s - 1) / (2 * torch.pi) ** 0.5 * (prior / prior.sum())
+            density = (torch.exp(self.kappa * s - 1) / (2 * torch.pi) ** 0.5
+                       * (prior / prior.sum()))
             hist = self.hist / self.hist.sum()
             return {"real_slots": self.values.mean(), "mean_age": self.ages.mean(),
                     "hist_entropy": -(hist * torch.log(hist.clamp_min(1e-30))).sum(),

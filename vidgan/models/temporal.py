@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from vidgan.models.init import init_layer_
 
@@ -43,12 +44,18 @@ class ConvLSTMTemporalGenerator(nn.Module):
     are concatenated to z before the FC: latent [z | K_c]. The input at t = 0 is FC(latent)
     reshaped to (C, h0, w0); at t >= 1 it is a zero map, so the latent only sets the initial
     state and the ConvLSTM can roll on for any number of frames.
+
+    ``condition_every_step`` (model.memory.condition=every): the input at t >= 1 is W_c K_c
+    instead, the FC's K_c columns without bias: the memory key then reaches every frame, not
+    only through the state (it fades in a few steps), with no new parameter.
     """
 
     def __init__(self, z_dim: int, n_classes: int, channels: int, map_size: int,
-                 n_layers: int = 1, cond_dim: int = 0, init: str = "official"):
+                 n_layers: int = 1, cond_dim: int = 0, init: str = "official",
+                 condition_every_step: bool = False):
         super().__init__()
         self.noise_dim, self.cond_dim = z_dim, cond_dim
+        self.condition_every_step = condition_every_step and cond_dim > 0
         self.channels, self.map_size = channels, map_size
         # model.init: the official FC and ConvLSTM are LeCun normal with zero biases; the
         # larger recurrent weights keep z in the state longer than PyTorch's default (0.58x)
@@ -86,11 +93,15 @@ class ConvLSTMTemporalGenerator(nn.Module):
         x0 = self.fc(z).view(b, self.channels, self.map_size, self.map_size)
         zero = torch.zeros_like(x0)
         states = [(zero, zero) for _ in self.cells]
+        later = zero
+        if self.condition_every_step:
+            cols = slice(self.noise_dim, self.noise_dim + self.cond_dim)
+            later = F.linear(z[:, cols], self.fc.weight[:, cols]).view_as(x0)
         maps = []
         for t in range(n_frames):
             # The zero input at t >= 1 is still convolved (its output is the bias): this is
             # the computation whose cost tgan2 Table 1 reports, kept for fidelity.
-            h = x0 if t == 0 else zero
+            h = x0 if t == 0 else later
             for k, cell in enumerate(self.cells):
                 states[k] = cell(h, states[k])
                 h = states[k][0]

@@ -307,14 +307,21 @@ class Trainer:
                                if not k.startswith("logits/")}
         return {**metrics, **self.r1_metrics}, ok
 
-    def generator_step(self, y: Optional[torch.Tensor]) -> Tuple[Dict, bool, Fakes]:
-        """G step on a new z; also returns that G forward's videos (detached) and z."""
+    def generator_step(self, y: Optional[torch.Tensor],
+                       head_gradients: bool = False) -> Tuple[Dict, bool, PhaseResult]:
+        """G step on a new z; also returns its phase result (``fakes``: that G forward's
+        videos, detached, and z). With ``head_gradients``, also the norm of the gradient each
+        D head sends G (``grad_G/<head>``)."""
         with self.amp:
             result = self.loss.generator(self.batch, y)
+        metrics = {"loss/G": result.total.detach()}
+        if head_gradients:
+            metrics.update({f"grad_G/{name}": v
+                            for name, v in self.loss.head_gradient_norms(result).items()})
         self.opt_G.zero_grad(set_to_none=True)
         result.total.backward()
         ok = self._step_if_finite(self.opt_G, self.G, result.total)
-        return {"loss/G": result.total.detach(), **_logged(result)}, ok, result.fakes
+        return {**metrics, **_logged(result)}, ok, result
 
     @staticmethod
     def _step_if_finite(opt: torch.optim.Optimizer, model: torch.nn.Module,
@@ -350,20 +357,27 @@ class Trainer:
         # conditional fakes take the labels of a real batch: the first in g_first (the one
         # its D step judges them beside), the last in d_first
         g_labels = labels[0] if t.step_order == "g_first" else labels[-1]
+        # per-head gradients to G on the iterations whose metrics are logged
+        diagnose = (self.step + 1) % t.log_interval == 0 or self.step + 1 == t.iterations
         fakes = None
         if t.step_order == "g_first":
-            g_metrics, ok, fakes = self.generator_step(g_labels)
-            metrics.update(g_metrics)
-            finite &= ok
+            g_metrics, g_ok, g_result = self.generator_step(g_labels, diagnose)
+            metrics.update(g_metrics)  # the D step's logits/fake_* then replace G's
+            fakes = g_result.fakes
         for j, ((video, _, _), y) in enumerate(zip(fetched, labels)):
             d_metrics, ok = self.discriminator_step(video, y, self.step * t.n_dis + j,
                                                     fakes if j == 0 else None)
             metrics.update(d_metrics)
             finite &= ok
         if t.step_order == "d_first":
-            g_metrics, ok, _ = self.generator_step(g_labels)
+            g_metrics, g_ok, g_result = self.generator_step(g_labels, diagnose)
             metrics.update(g_metrics)
-            finite &= ok
+        finite &= g_ok
+        if g_ok:
+            # The G step's writes (the memory's second fake write) come after the D step in
+            # both orders: in g_first the D step judges the very fakes of the G step, and a
+            # memory that had just stored them would read them as fake whatever D learnt.
+            metrics.update(self.loss.after_generator_step(g_result))
         update_ema(self.G_ema, self.G, self.cfg.train.ema_beta, self.step)
         self.step += 1
         if finite:
@@ -536,9 +550,17 @@ def lazy_r1_adam(adam: dict, interval: int) -> dict:
 
 def same_parameters(stored: ModelConfig, current: ModelConfig) -> bool:
     """Whether a checkpoint of model ``stored`` can go on training as ``current``: equal but
-    for the keys that change no parameter (model.downsample, model.init)."""
-    skip = {key: None for key in BEHAVIOUR_ONLY_MODEL_KEYS}
-    return dataclasses.replace(stored, **skip) == dataclasses.replace(current, **skip)
+    for the keys that change no parameter (model.downsample, model.init, ...)."""
+    def kept(model: ModelConfig) -> dict:
+        values = dataclasses.asdict(model)
+        for key in BEHAVIOUR_ONLY_MODEL_KEYS:
+            *path, name = key.split(".")
+            node = values
+            for part in path:
+                node = node[part]
+            node.pop(name)
+        return values
+    return kept(stored) == kept(current)
 
 
 class NullWriter:

@@ -16,9 +16,13 @@ head's queries). A head may also define
   or "G" (``real_aux`` is None in "G") as term ``<phase>_<head>_<name>`` (e.g. ``D_frame_mi``),
   times ``loss.<name>_weight`` where the config has one (``mi`` -> ``loss.mi_weight``);
   ``condition`` is the generator's memory keys K_c of the fakes (MCGN) or None,
-- ``after_step(real_aux, fake_aux) -> {name: stat}``, called once after each successful D
-  optimizer step with that step's aux: where a stateful head updates its state; the stats it
-  returns are logged as ``<head>/<name>``.
+- ``after_step(real_aux, fake_aux, condition) -> {name: stat}``, called once after each
+  successful D optimizer step with that step's aux: where a stateful head updates its state;
+  the stats it returns are logged as ``<head>/<name>``,
+- ``after_generator_step(fake_aux) -> {name: stat}``, the same after each successful G step,
+- ``configure_loss(loss_config)``, called once by ``GANLoss``, which then reads two flags of
+  the head: ``shared_loss`` (default True: its logits join ``loss.combine``'s loss; False: it
+  brings its whole loss through ``extra_terms``) and ``r1`` (default True: R1 covers it).
 """
 from __future__ import annotations
 
@@ -114,6 +118,8 @@ class PhaseResult(NamedTuple):
     logits: Dict[str, Dict[str, torch.Tensor]]
     aux: Dict[str, Dict[str, Any]]
     fakes: Optional[Fakes] = None
+    condition: Optional[torch.Tensor] = None  # the fakes' memory keys K_c (MCGN)
+    inputs: Optional[Dict[str, torch.Tensor]] = None  # G phase: each head's fake input
 
 
 class GANLoss:
@@ -122,6 +128,13 @@ class GANLoss:
     def __init__(self, G: nn.Module, D: nn.Module, model: ModelConfig, loss: LossConfig):
         _check_combine(loss.combine)
         self.G, self.D, self.model, self.cfg = G, D, model, loss
+        for _, configure in self._heads_with("configure_loss"):
+            configure(loss)
+
+    def _flagged(self, logits: Dict[str, torch.Tensor], flag: str) -> Dict[str, torch.Tensor]:
+        """The entries of heads whose ``flag`` attribute is true (default true)."""
+        return {name: v for name, v in logits.items()
+                if getattr(self.D.head(name), flag, True)}
 
     def sample_z(self, batch_size: int) -> torch.Tensor:
         """Latents for this process's ``batch_size`` videos: drawn for the global batch and
@@ -171,15 +184,23 @@ class GANLoss:
         inputs = self._real_inputs(real, need_grad=r1)
         real_logits, real_aux = split_outputs(self.D(inputs, y))
         fake_logits, fake_aux = split_outputs(self.D(fakes.videos, y))
-        terms = {"D_main": d_loss(real_logits, fake_logits, self.cfg.combine)}
+        terms = {"D_main": d_loss(self._flagged(real_logits, "shared_loss"),
+                                  self._flagged(fake_logits, "shared_loss"), self.cfg.combine)}
         stats = {}
         if r1:
-            stats["loss/R1"] = global_r1(inputs, real_logits)
+            stats["loss/R1"] = self._r1(inputs, real_logits)
             terms["D_r1"] = self.cfg.r1_weight * stats["loss/R1"]  # Eq. (10) added to the D loss
-        terms.update(self._extra_terms("D", real_aux, fake_aux, self.G.memory_condition(z)))
+        condition = self.G.memory_condition(z)
+        terms.update(self._extra_terms("D", real_aux, fake_aux, condition))
         return PhaseResult(sum(terms.values()), terms, stats,
                            {"real": real_logits, "fake": fake_logits},
-                           {"real": real_aux, "fake": fake_aux})
+                           {"real": real_aux, "fake": fake_aux},
+                           condition=None if condition is None else condition.detach())
+
+    def _r1(self, inputs: Dict[str, torch.Tensor], real_logits: Dict[str, torch.Tensor]):
+        """Eq. (10) over the heads R1 covers (flag ``r1``)."""
+        covered = self._flagged(real_logits, "r1")
+        return global_r1({name: inputs[name] for name in covered}, covered)
 
     def discriminator_r1(self, real: torch.Tensor, y: Optional[torch.Tensor],
                          weight: float) -> PhaseResult:
@@ -187,7 +208,7 @@ class GANLoss:
         its own D step every ``loss.r1_interval`` D steps (weight = interval * lambda)."""
         inputs = self._real_inputs(real, need_grad=True)
         real_logits, real_aux = split_outputs(self.D(inputs, y))
-        r1 = global_r1(inputs, real_logits)
+        r1 = self._r1(inputs, real_logits)
         return PhaseResult(weight * r1, {"D_r1": weight * r1}, {"loss/R1": r1},
                            {"real": real_logits}, {"real": real_aux})
 
@@ -200,18 +221,56 @@ class GANLoss:
         try:
             z = self.sample_z(batch_size)
             videos = self.G(z, y)
-            fake_logits, fake_aux = split_outputs(self.D(videos, y))
-            terms = {"G_main": g_loss(fake_logits, self.cfg.combine),
+            # one graph node per head (a view), so head_gradients can tell the heads apart
+            inputs = {name: x.view_as(x) for name, x in self.D.head_inputs(videos).items()}
+            fake_logits, fake_aux = split_outputs(self.D(inputs, y))
+            terms = {"G_main": g_loss(self._flagged(fake_logits, "shared_loss"),
+                                      self.cfg.combine),
                      **self._extra_terms("G", None, fake_aux, self.G.memory_condition(z))}
         finally:
             self.D.requires_grad_(True)
         return PhaseResult(sum(terms.values()), terms, {}, {"fake": fake_logits},
-                           {"fake": fake_aux}, Fakes(z, [v.detach() for v in videos]))
+                           {"fake": fake_aux}, Fakes(z, [v.detach() for v in videos]),
+                           inputs=inputs)
+
+    def head_gradients(self, result: PhaseResult) -> Dict[str, List[Optional[torch.Tensor]]]:
+        """The gradient of the G phase's loss ``result.total`` that reaches G's parameters
+        through each head (its loss terms included), {head: one tensor (or None) per
+        parameter of ``G.parameters()``}; summed over heads, the step's gradient. One backward
+        through G per head, the graph kept for the step's own backward."""
+        params = list(self.G.parameters())
+        names = list(result.inputs)
+        per_input = torch.autograd.grad(result.total, [result.inputs[n] for n in names],
+                                        retain_graph=True, allow_unused=True)
+        grads = {}
+        for name, grad in zip(names, per_input):
+            grads[name] = [None] * len(params) if grad is None else list(torch.autograd.grad(
+                result.inputs[name], params, grad_outputs=grad, retain_graph=True,
+                allow_unused=True))
+        return grads
+
+    def head_gradient_norms(self, result: PhaseResult) -> Dict[str, torch.Tensor]:
+        """{head: norm of ``head_gradients``}: what showed a head that sends G nothing (a
+        saturated memory) or everything."""
+        zero = torch.zeros((), device=result.total.device)
+        return {name: torch.sqrt(sum((g.float().pow(2).sum() for g in grads if g is not None),
+                                     zero))
+                for name, grads in self.head_gradients(result).items()}
 
     @torch.no_grad()
     def after_discriminator_step(self, result: PhaseResult) -> None:
         """Stateful heads update from the D step that was just applied; their stats join
         ``result.stats``."""
         for name, hook in self._heads_with("after_step"):
-            stats = hook(result.aux["real"][name], result.aux["fake"][name]) or {}
+            stats = hook(result.aux["real"][name], result.aux["fake"][name],
+                         result.condition) or {}
             result.stats.update({f"{name}/{k}": v for k, v in stats.items()})
+
+    @torch.no_grad()
+    def after_generator_step(self, result: PhaseResult) -> Dict[str, torch.Tensor]:
+        """Stateful heads update from the G step that was applied; their stats, by tag."""
+        stats = {}
+        for name, hook in self._heads_with("after_generator_step"):
+            stats.update({f"{name}/{k}": v for k, v in (hook(result.aux["fake"][name])
+                                                        or {}).items()})
+        return stats
