@@ -276,7 +276,8 @@ def _memory_state(trainer):
 def test_memory_is_written_after_applied_steps_only_and_mi_joins_both_losses(
         tmp_path, synthetic_root, g_step_write):
     trainer = Trainer(_cfg(tmp_path, synthetic_root, *MEMORY, "loss.mi_weight=0.5",
-                           f"model.memory.g_step_write={str(g_step_write).lower()}"))
+                           f"model.memory.g_step_write={str(g_step_write).lower()}",
+                           "train.head_gradients=true"))
     batches = iter(trainer.loader)
     before = _memory_state(trainer)
     trainer.generator_step(None)  # the G phase reads the memory (MCGN, D's logits) only
@@ -299,6 +300,9 @@ def test_memory_is_written_after_applied_steps_only_and_mi_joins_both_losses(
                 "clipped_real", "clipped_fake", "cos_real_queries", "cos_fake_queries",
                 "cos_real_keys", "cos_sampled_keys"):
         assert torch.isfinite(metrics[f"frame/{key}"]), key
+    # logged every log interval (1 here): the gradient each head sends G
+    assert set(k for k in metrics if k.startswith("grad_G/")) == {
+        f"grad_G/{h}" for h in ("L1", "L2", "L3", "L4", "frame")}
     # MCGN: the generator's latent ends with keys of D's memory
     z = trainer.G.sample_z(3)
     keys = trainer.G.memory_condition(z)

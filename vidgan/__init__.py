@@ -1,2 +1,2 @@
 """vidgan: memory-efficient video GANs (TGANv2) in PyTorch."""
-__version__ = "0.1.0"
+__version__ = "0.3.0"

@@ -358,7 +358,8 @@ class Trainer:
         # its D step judges them beside), the last in d_first
         g_labels = labels[0] if t.step_order == "g_first" else labels[-1]
         # per-head gradients to G on the iterations whose metrics are logged
-        diagnose = (self.step + 1) % t.log_interval == 0 or self.step + 1 == t.iterations
+        diagnose = t.head_gradients and ((self.step + 1) % t.log_interval == 0
+                                         or self.step + 1 == t.iterations)
         fakes = None
         if t.step_order == "g_first":
             g_metrics, g_ok, g_result = self.generator_step(g_labels, diagnose)
