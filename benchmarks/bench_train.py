@@ -1,7 +1,7 @@
 """Training speed: seconds per full ``Trainer.train_step`` (D step with R1, G step, EMA) and peak
 memory, per config, precision and convolution path, on synthetic uint8 batches already on the
 device (the data loader is not timed; benchmarks/bench_data.py times it); and the wall time of
-the tgan2 evaluation protocol (issue 13).
+the tgan2 evaluation protocol.
 
     python -m benchmarks.bench_train --configs ucf101_st4,ucf101_st2,ucf101_naive \\
         --amp fp32,bf16 --batch 32 --conv fast,plain [--channels-last] [--cudnn-benchmark] \\
@@ -83,7 +83,7 @@ def time_steps(trainer, warmup: int, iterations: int) -> Dict[str, float]:
 
 def step_without_finite_check(opt, model, loss) -> bool:
     """``Trainer._step_if_finite`` without its ``isfinite`` (a host sync per phase): for
-    timing what that sync costs (issue 13 item 4), never for training."""
+    timing what that sync costs, never for training."""
     from vidgan import distributed
     distributed.average_gradients(model.parameters(), loss)
     opt.step()

@@ -1,5 +1,5 @@
 """Convert the TGANv2 release C3D (``conv3d_deepnetA_ucf.npz`` + ``mean2.npz``) into one
-PyTorch file that carries the weights and the mean offset (DESIGN §6):
+PyTorch file that carries the weights and the mean offset (docs/FIDELITY.md, Evaluation):
 
     python -m data_prep.convert_c3d --weights conv3d_deepnetA_ucf.npz --mean mean2.npz \
         --out c3d_ucf101.pt

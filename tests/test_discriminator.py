@@ -98,7 +98,7 @@ MEMORY = ["model.frame_discriminator=memory", "model.memory.slots=32", "model.me
 
 
 def test_memory_head_logit_is_the_clipped_log_odds_of_p_averaged_over_frames():
-    """memoryGAN §3.1.1 / DESIGN §5: each frame's logit is logit(clip(p, 1e-3, 1 - 1e-3)), so
+    """memoryGAN §3.1.1 (docs/FIDELITY.md, memory): each frame's logit is logit(clip(p, 1e-3, 1 - 1e-3)), so
     softplus(-logit) = -log p; a video's logit is the mean over its frames."""
     cfg = tiny_config(*MEMORY, "model.subsample=[1,1,1]", "model.frames_per_video=8")
     D = build_discriminator(cfg)

@@ -1,4 +1,4 @@
-"""torchrun: N processes are the same experiment as one (issue 14), on the CPU with gloo."""
+"""torchrun: N processes are the same experiment as one, on the CPU with gloo."""
 import os
 import socket
 import subprocess

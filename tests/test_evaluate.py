@@ -1,4 +1,4 @@
-"""The evaluation protocols and CLI (DESIGN §6) on a tiny generator, a random-weight C3D with
+"""The evaluation protocols and CLI (docs/FIDELITY.md, Evaluation) on a tiny generator, a random-weight C3D with
 the real architecture, and a 16-frame synthetic dataset. Sample counts are tiny."""
 import json
 from pathlib import Path
@@ -88,7 +88,7 @@ def test_evaluate_generator_is_equals_the_score_of_its_clips(cfg, c3d):
 
 
 def _numpy_scores(features, logits, mu, cov, test_logits):
-    """IS, FID and DDM as vidgan computed them before issue 13: float64 numpy on the CPU
+    """IS, FID and DDM as vidgan 0.1 first computed them: float64 numpy on the CPU
     (FID through the N x N matrix A cov A^T / (N-1), DDM by the log-sum-exp of Eq. 3.4)."""
     f = np.asarray(features, dtype=np.float64)
     probs = F.softmax(torch.from_numpy(np.asarray(logits)), dim=1).double().numpy() + 1e-20
@@ -106,7 +106,7 @@ def _numpy_scores(features, logits, mu, cov, test_logits):
 
 
 def test_scores_equal_the_numpy_implementation(cfg, c3d):
-    """The statistics moved to torch on the features' device (issue 13): same numbers."""
+    """The statistics moved to torch on the features' device: same numbers."""
     from vidgan.evaluate import RealStats
     G = build_generator(cfg)
     rng = np.random.default_rng(0)

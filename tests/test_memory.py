@@ -1,4 +1,4 @@
-"""VMFMemory (models/memory.py) against hand-computed cases of every rule of DESIGN §5
+"""VMFMemory (models/memory.py) against hand-computed cases of every rule of docs/FIDELITY.md
 (memoryGAN §3.1, as the official code runs it)."""
 import math
 

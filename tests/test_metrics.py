@@ -1,4 +1,4 @@
-"""IS, FID and DDM against their equations (DESIGN §6; Basart 2017 Eq. 3.4)."""
+"""IS, FID and DDM against their equations (tgan2 §5.7, docs/FIDELITY.md; Basart 2017 Eq. 3.4)."""
 import math
 
 import numpy as np

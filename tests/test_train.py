@@ -277,7 +277,7 @@ def test_memory_is_written_after_applied_steps_only_and_mi_joins_both_losses(
         tmp_path, synthetic_root, g_step_write):
     trainer = Trainer(_cfg(tmp_path, synthetic_root, *MEMORY, "loss.mi_weight=0.5",
                            f"model.memory.g_step_write={str(g_step_write).lower()}",
-                           "train.head_gradients=true"))
+                           "train.head_gradients=true", "loss.r1_interval=2"))
     batches = iter(trainer.loader)
     before = _memory_state(trainer)
     trainer.generator_step(None)  # the G phase reads the memory (MCGN, D's logits) only
@@ -285,8 +285,10 @@ def test_memory_is_written_after_applied_steps_only_and_mi_joins_both_losses(
     with torch.no_grad():  # sampling and EMA never write either
         trainer.sample_grid()
     assert all(torch.equal(v, before[k]) for k, v in _memory_state(trainer).items())
-    # one iteration: the D step's real and fake writes, then the G step's fake write
+    # one iteration: the D step's real and fake writes, then the G step's fake write; the
+    # lazy R1 step of D step 0 (loss.r1_interval=2) reads the memory but never writes it
     metrics = trainer.train_step(batches)
+    assert "loss/R1" in metrics
     ages = trainer.D.frame.memory.ages
     writes = 3 if g_step_write else 2  # every write ages all slots by one
     assert float(ages.max()) == writes and float(ages.min()) == 0

@@ -33,7 +33,7 @@ def n_frames_after(n_frames: int, subsample: List[int]) -> List[int]:
 
 @dataclass
 class MemoryConfig:
-    """The vMF memory of model.frame_discriminator=memory (memoryGAN §3, DESIGN §5). Defaults
+    """The vMF memory of model.frame_discriminator=memory (memoryGAN §3, docs/FIDELITY.md). Defaults
     are the official CIFAR-10 settings."""
     slots: int = 16384  # N
     key_dim: int = 512  # M, the query/key dimension
@@ -194,7 +194,7 @@ class EvalConfig:
     sample_interval: int = 2000  # mp4 + TensorBoard sample of the fixed-z grid; 0 = off
     sample_rows: int = 4  # the grid is rows x rows clips
     fps: int = 8
-    # C3D scores (tgan2 §5.7, DESIGN §6). In-training evaluation runs every `interval`
+    # C3D scores (tgan2 §5.7, docs/FIDELITY.md). In-training evaluation runs every `interval`
     # iterations when both weight files are set, on `n_samples` clips (one repeat); the full
     # protocols are `python -m vidgan.evaluate`.
     c3d_weights: str = ""  # conv3d_deepnetA_ucf.npz (TGANv2 release) or our converted .pt

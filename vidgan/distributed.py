@@ -1,5 +1,5 @@
 """Data-parallel training across processes (torchrun) that is the same experiment as one
-process (issue 14).
+process.
 
 One process per device. ``train.batch_size`` is the global batch B; rank r holds samples
 [r * B/N, (r + 1) * B/N) of it. The rule that makes N processes equal one:

@@ -1,4 +1,4 @@
-"""Score a generator with the UCF101 C3D (tgan2 §5.7, TGAN §6.5, DESIGN §6).
+"""Score a generator with the UCF101 C3D (tgan2 §5.7, TGAN §6.5, docs/FIDELITY.md).
 
     python -m vidgan.evaluate --checkpoint CKPT --c3d-weights W.npz --c3d-mean mean2.npz \
         --metrics is,fid,ddm --protocol tgan2
@@ -66,7 +66,7 @@ PROTOCOLS = {
     "tgan": Protocol(n_samples=10_000, repeats=4),
     # mode coverage on the modes dataset (vidgan.metrics.modes): 20K clips for 128 modes
     "modes": Protocol(n_samples=20_000, repeats=1),
-    # the demo's samples (vidgan.metrics.synthetic): issue 17 measures 256 clips
+    # the demo's samples (vidgan.metrics.synthetic): 256 clips
     "synthetic": Protocol(n_samples=256, repeats=1),
 }
 
@@ -103,7 +103,7 @@ def classify(c3d: C3D, clips: Iterable[torch.Tensor], device: torch.device,
     batches of clips in [-1, 1], (B, 3, 16, H, W).
 
     They stay on the device (no copy, no sync per batch): the statistics that follow run
-    there too (issue 13)."""
+    there too."""
     features, logits = [], []
     for x in clips:
         f, y = c3d.extract(x.to(device, non_blocking=True))
@@ -393,7 +393,7 @@ def load_real_stats(cfg: Config, c3d: Optional[C3D], metrics: Sequence[str], *,
                     n_clips: Optional[int] = None, stats_dir: Optional[str | Path] = None,
                     progress: bool = False) -> Optional[RealStats]:
     """Real statistics for ``metrics`` (None if none needs them), cached under stats_dir:
-    FID uses the training split (DESIGN §6), DDM the test split (Basart 2017 §3.2); the
+    FID uses the training split (docs/FIDELITY.md, Evaluation), DDM the test split (Basart 2017 §3.2); the
     synthetic metric's reference is read from 256 training clips (not cached: seconds)."""
     if not any(m in REAL_DATA_METRICS for m in metrics):
         return None

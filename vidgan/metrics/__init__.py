@@ -1,4 +1,4 @@
-"""Video GAN scores with the UCF101 C3D classifier (tgan2 §5.7, DESIGN §6): Inception Score,
+"""Video GAN scores with the UCF101 C3D classifier (tgan2 §5.7, docs/FIDELITY.md): Inception Score,
 FID on fc7 features, and DDM on logits. ``vidgan.evaluate`` runs the published protocols."""
 from vidgan.metrics.c3d import C3D, load_c3d, save_c3d
 from vidgan.metrics.ddm import ddm

@@ -1,6 +1,6 @@
 """C3D (Tran et al. 2015), Sports-1M pre-trained and fine-tuned on UCF101: the classifier behind
 the published video Inception Scores (TGAN §6.5, tgan2 §5.7), run exactly as the official
-TGANv2 evaluation runs it (DESIGN §6).
+TGANv2 evaluation runs it (docs/FIDELITY.md, Evaluation).
 
 The architecture (``C3D``) is separate from weight loading (``load_c3d``), as torchvision does.
 Two weight formats are read:
@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 N_FRAMES = 16  # C3D sees 16-frame clips
-SIZE = 112  # frames are resized to 112x112 (DESIGN §6)
+SIZE = 112  # frames are resized to 112x112 (docs/FIDELITY.md, Evaluation)
 MEAN_CROP = slice(8, 8 + SIZE)  # the official code slices mean[:, :, 8:120, 8:120]
 N_CLASSES = 101  # UCF101
 PT_FORMAT = "vidgan.c3d_ucf101"
@@ -50,7 +50,7 @@ def npz_layout() -> dict:
 
 class C3D(nn.Module):
     """conv1a(64) pool1(1,2,2) conv2a(128) pool2 conv3a/b(256) pool3 conv4a/b(512) pool4
-    conv5a/b(512) pool5 fc6 fc7 fc8 (DESIGN §6). Dropout is off at evaluation, so it is absent.
+    conv5a/b(512) pool5 fc6 fc7 fc8 (docs/FIDELITY.md, Evaluation). Dropout is off at evaluation, so it is absent.
 
     ``mean_offset`` is the (3, 16, 112, 112) BGR term ``128 - mean[:, :, 8:120, 8:120]``.
     """
@@ -70,7 +70,7 @@ class C3D(nn.Module):
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """RGB in [-1, 1], (N, 3, 16, H, W) -> the network input (N, 3, 16, 112, 112).
 
-        DESIGN §6: clip to [-1, 1]; RGB -> BGR and x128 (the official 1x1x1 'pre' convolution);
+        docs/FIDELITY.md, Evaluation: clip to [-1, 1]; RGB -> BGR and x128 (the official 1x1x1 'pre' convolution);
         bilinear resize of every frame to 112x112 with align_corners=True (Chainer
         resize_images); add 128 - mean. So x = -1 maps to 0 and +1 to 256 before the mean
         subtraction.
@@ -136,7 +136,7 @@ def load_mean_offset(mean_path: str | Path) -> torch.Tensor:
     """``128 - mean[:, :, 8:120, 8:120]`` from ``mean2.npz`` as float32 (3, 16, 112, 112).
 
     The slice is exactly [8:120, 8:120] whatever the mean's width is (the release mean is
-    128 x 171); its channels are BGR already and are not swapped (DESIGN §6).
+    128 x 171); its channels are BGR already and are not swapped (docs/FIDELITY.md, Evaluation).
     """
     path = Path(mean_path)
     with _open_npz(path, "C3D mean file", MEAN_HINT) as data:

@@ -1,5 +1,5 @@
 """Frechet distance between Gaussians fitted to C3D fc7 features (Heusel et al. 2017; the FID
-of tgan2 Tables 2-8, DESIGN §6):
+of tgan2 Tables 2-8, docs/FIDELITY.md):
 
     d^2 = |mu1 - mu2|^2 + tr(C1) + tr(C2) - 2 tr((C1 C2)^(1/2))
 
@@ -9,7 +9,7 @@ matrix's eigenvalues. Symmetric eigendecompositions replace scipy.linalg.sqrtm (
 code) and stay real and accurate for the rank-deficient covariances of 2048 samples in 4096
 dimensions.
 
-Everything runs in float64 with torch on the device of the generated features (issue 13: on
+Everything runs in float64 with torch on the device of the generated features (on
 the GPU the 2048 x 4096 x 4096 products and the 2048 x 2048 eigendecomposition take
 milliseconds, on the CPU they took most of an evaluation's time); numpy inputs are read on
 the CPU.

@@ -1,6 +1,6 @@
 """Discriminators: the 3D ResNet of every judged level (tgan2 §3.4, §4.2, Fig. 4), the 2D
 ResNet frame head (MoCoGAN's D_I, tgan2 §5.3 "3D+2D"), the memory frame head (memoryGAN's
-discriminative memory network, DESIGN §5), and the set of named heads they form.
+discriminative memory network, docs/FIDELITY.md), and the set of named heads they form.
 
 The same SNGAN-style ResNet serves both: ``dims=3`` (3x3x3 kernels, video) or ``dims=2``
 (3x3 kernels, frames).
@@ -17,7 +17,7 @@ from vidgan.models.conv import FastConv3d
 from vidgan.models.init import RESIDUAL_GAIN, glorot_
 from vidgan.models.memory import Read, VMFMemory
 
-# 3D: nn.Conv3d with derivatives that are plain convolutions (R1's double backward, issue 13)
+# 3D: nn.Conv3d with derivatives that are plain convolutions (R1's double backward)
 _CONV = {2: nn.Conv2d, 3: FastConv3d}
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
 

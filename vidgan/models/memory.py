@@ -1,8 +1,8 @@
-"""The vMF memory of memoryGAN's discriminative memory network (memoryGAN §3.1, DESIGN §5).
+"""The vMF memory of memoryGAN's discriminative memory network (memoryGAN §3.1, docs/FIDELITY.md).
 
 State (buffers, never trained by gradient, float32 even under autocast, saved in checkpoints):
 keys K (N, M), values v (N,) (1 real / 0 fake), ages a (N,) and the slot histogram h (N,).
-Semantics follow the official memoryGAN code, which produced the paper's numbers (DESIGN §5):
+Semantics follow the official memoryGAN code, which produced the paper's numbers (docs/FIDELITY.md lists the rules):
 where its wording and the paper's differ, the comments say which is followed.
 """
 from typing import Dict, NamedTuple, Optional
@@ -119,7 +119,7 @@ class VMFMemory(nn.Module):
     # ---------------------------------------------------------------- write
     @torch.no_grad()
     def update(self, q: torch.Tensor, label: int) -> Dict[str, torch.Tensor]:
-        """One write of a batch of queries with one label (1 real, 0 fake), DESIGN §5.
+        """One write of a batch of queries with one label (1 real, 0 fake), the official code's rules (docs/FIDELITY.md).
 
         Every sample is judged against the state before the call. Sample b resets when the
         top-1 slot of its read set S_b holds the other label: (K, v, h) = (q_hat_b, label,

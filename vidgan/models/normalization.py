@@ -13,7 +13,7 @@ BN_MOMENTUM = 0.1
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` whose training statistics are those of the global batch when the
-    batch is split over processes (TGANv2 trained with ChainerMN's multi-node BN; issue 14).
+    batch is split over processes (TGANv2 trained with ChainerMN's multi-node BN).
     ``nn.SyncBatchNorm`` does the same on GPUs only; this one also works with gloo on the CPU.
     One process: exactly ``nn.BatchNorm2d`` (same code path, same state-dict keys)."""
 
@@ -60,7 +60,8 @@ class CategoricalConditionalBatchNorm2d(nn.Module):
 class GeneratorNorm(nn.Module):
     """BN for the image generator: plain when n_classes == 0, categorical conditional otherwise.
 
-    Frames are folded into the batch, so statistics run over (B*T, H, W) (DESIGN §2).
+    Frames are folded into the batch (the image generator's convolutions are 2D), so
+    statistics run over (B*T, H, W).
     """
 
     def __init__(self, num_features: int, n_classes: int = 0):
