@@ -153,11 +153,12 @@ def all_sum(x: torch.Tensor) -> torch.Tensor:
 
 def average_gradients(params: Iterable[torch.nn.Parameter],
                       loss: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-    """Average the gradients over ranks in one flat all-reduce (stylegan2-ada's way: no DDP
-    wrapper, so R1's double backward, heads unused in a phase and state buffers need no
-    special care); ``loss`` rides along and comes back as the mean over ranks, so every rank
-    takes the same finite/non-finite decision. Parameters without a gradient on every rank
-    are left alone (the same set on every rank: the same phase ran)."""
+    """Average the gradients over ranks in one flat all-reduce, as StyleGAN3's training loop
+    does (stylegan2-ada-pytorch wraps its modules in DDP instead). No DDP wrapper, so R1's
+    double backward, heads unused in a phase and state buffers need no special care.
+    ``loss`` rides along and comes back as the mean over ranks, so every rank takes the same
+    finite/non-finite decision. Parameters without a gradient on every rank are left alone
+    (the same set on every rank: the same phase ran)."""
     if not is_distributed():
         return loss
     grads = [p.grad for p in params if p.grad is not None]
