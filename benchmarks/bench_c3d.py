@@ -1,4 +1,5 @@
-"""C3D throughput (clips/s) with random weights and the real architecture (docs/FIDELITY.md, Evaluation).
+"""C3D throughput (clips/s) with random weights and the real architecture (docs/FIDELITY.md,
+Evaluation).
 
     python benchmarks/bench_c3d.py [--device cpu] [--batch 8] [--iters 3] [--size 192]
 

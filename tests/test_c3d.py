@@ -1,5 +1,6 @@
-"""C3D as the official TGANv2 evaluation runs it (docs/FIDELITY.md, Evaluation): layout of the release npz,
-preprocessing, shapes, npz -> .pt conversion and loader errors. Random weights, real layout."""
+"""C3D as the official TGANv2 evaluation runs it (docs/FIDELITY.md, Evaluation): layout of the
+release npz, preprocessing, shapes, npz -> .pt conversion and loader errors. Random weights,
+real layout."""
 import numpy as np
 import pytest
 import torch
@@ -60,7 +61,7 @@ def align_corners_matrix(n_in, n_out):
 
 
 def reference_logits(arrays, mean, x):
-    """The official forward pass written from docs/FIDELITY.md's Evaluation rows with the npz arrays directly."""
+    """The official forward pass (docs/FIDELITY.md, Evaluation) with the npz arrays directly."""
     x = x.double().clamp(-1, 1)[:, [2, 1, 0]] * 128  # BGR, x128
     r_h = torch.from_numpy(align_corners_matrix(x.shape[-2], 112))
     r_w = torch.from_numpy(align_corners_matrix(x.shape[-1], 112))

@@ -1,5 +1,6 @@
-"""The evaluation protocols and CLI (docs/FIDELITY.md, Evaluation) on a tiny generator, a random-weight C3D with
-the real architecture, and a 16-frame synthetic dataset. Sample counts are tiny."""
+"""The evaluation protocols and CLI (docs/FIDELITY.md, Evaluation) on a tiny generator, a
+random-weight C3D with the real architecture, and a 16-frame synthetic dataset. Sample counts
+are tiny."""
 import json
 from pathlib import Path
 

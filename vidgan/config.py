@@ -33,8 +33,8 @@ def n_frames_after(n_frames: int, subsample: List[int]) -> List[int]:
 
 @dataclass
 class MemoryConfig:
-    """The vMF memory of model.frame_discriminator=memory (memoryGAN §3, docs/FIDELITY.md). Defaults
-    are the official CIFAR-10 settings."""
+    """The vMF memory of model.frame_discriminator=memory (memoryGAN §3, docs/FIDELITY.md).
+    Defaults are the official CIFAR-10 settings."""
     slots: int = 16384  # N
     key_dim: int = 512  # M, the query/key dimension
     topk: int = 256  # k slots read and written per query

@@ -393,8 +393,9 @@ def load_real_stats(cfg: Config, c3d: Optional[C3D], metrics: Sequence[str], *,
                     n_clips: Optional[int] = None, stats_dir: Optional[str | Path] = None,
                     progress: bool = False) -> Optional[RealStats]:
     """Real statistics for ``metrics`` (None if none needs them), cached under stats_dir:
-    FID uses the training split (docs/FIDELITY.md, Evaluation), DDM the test split (Basart 2017 §3.2); the
-    synthetic metric's reference is read from 256 training clips (not cached: seconds)."""
+    FID uses the training split (docs/FIDELITY.md, Evaluation), DDM the test split (Basart 2017
+    §3.2); the synthetic metric's reference is read from 256 training clips (not cached:
+    seconds)."""
     if not any(m in REAL_DATA_METRICS for m in metrics):
         return None
     stats = RealStats()

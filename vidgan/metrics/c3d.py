@@ -50,7 +50,8 @@ def npz_layout() -> dict:
 
 class C3D(nn.Module):
     """conv1a(64) pool1(1,2,2) conv2a(128) pool2 conv3a/b(256) pool3 conv4a/b(512) pool4
-    conv5a/b(512) pool5 fc6 fc7 fc8 (docs/FIDELITY.md, Evaluation). Dropout is off at evaluation, so it is absent.
+    conv5a/b(512) pool5 fc6 fc7 fc8 (docs/FIDELITY.md, Evaluation). Dropout is off at
+    evaluation, so it is absent.
 
     ``mean_offset`` is the (3, 16, 112, 112) BGR term ``128 - mean[:, :, 8:120, 8:120]``.
     """
@@ -70,10 +71,10 @@ class C3D(nn.Module):
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """RGB in [-1, 1], (N, 3, 16, H, W) -> the network input (N, 3, 16, 112, 112).
 
-        docs/FIDELITY.md, Evaluation: clip to [-1, 1]; RGB -> BGR and x128 (the official 1x1x1 'pre' convolution);
-        bilinear resize of every frame to 112x112 with align_corners=True (Chainer
-        resize_images); add 128 - mean. So x = -1 maps to 0 and +1 to 256 before the mean
-        subtraction.
+        docs/FIDELITY.md, Evaluation: clip to [-1, 1]; RGB -> BGR and x128 (the official 1x1x1
+        'pre' convolution); bilinear resize of every frame to 112x112 with align_corners=True
+        (Chainer resize_images); add 128 - mean. So x = -1 maps to 0 and +1 to 256 before the
+        mean subtraction.
         """
         if x.ndim != 5 or x.shape[1] != 3 or x.shape[2] != N_FRAMES:
             raise ValueError(f"C3D expects RGB clips of shape (N, 3, {N_FRAMES}, H, W), got "

@@ -10,7 +10,8 @@ def inception_score(probs, splits: int = 1, eps: float = 1e-20) -> Tuple[float, 
     """(mean, std) of the IS over ``splits`` consecutive chunks of ``probs`` (N, K).
 
     As the official tgan2 code: float64, ``eps`` added to every probability, p(y) the mean of
-    the chunk's predictions, std with ddof 0. The TGANv2 protocol uses splits=1 (docs/FIDELITY.md, Evaluation).
+    the chunk's predictions, std with ddof 0. The TGANv2 protocol uses splits=1
+    (docs/FIDELITY.md, Evaluation).
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or len(p) < splits or splits < 1:

@@ -2,8 +2,9 @@
 
 State (buffers, never trained by gradient, float32 even under autocast, saved in checkpoints):
 keys K (N, M), values v (N,) (1 real / 0 fake), ages a (N,) and the slot histogram h (N,).
-Semantics follow the official memoryGAN code, which produced the paper's numbers (docs/FIDELITY.md lists the rules):
-where its wording and the paper's differ, the comments say which is followed.
+Semantics follow the official memoryGAN code, which produced the paper's numbers
+(docs/FIDELITY.md lists the rules): where its wording and the paper's differ, the comments say
+which is followed.
 """
 from typing import Dict, NamedTuple, Optional
 
@@ -119,7 +120,8 @@ class VMFMemory(nn.Module):
     # ---------------------------------------------------------------- write
     @torch.no_grad()
     def update(self, q: torch.Tensor, label: int) -> Dict[str, torch.Tensor]:
-        """One write of a batch of queries with one label (1 real, 0 fake), the official code's rules (docs/FIDELITY.md).
+        """One write of a batch of queries with one label (1 real, 0 fake), the official code's
+        rules (docs/FIDELITY.md).
 
         Every sample is judged against the state before the call. Sample b resets when the
         top-1 slot of its read set S_b holds the other label: (K, v, h) = (q_hat_b, label,
@@ -127,9 +129,10 @@ class VMFMemory(nn.Module):
         oldest (age descending, ties to the lower index). The others take one EM step on
         S^y_b = top-k of (h + beta) exp(kappa (s - 2 [v != y]) - 1) (the label penalty exp(-2)
         at kappa = 1): gamma = softmax over S^y_b of kappa s - 1 + log(alpha h + beta),
-        h_i <- alpha h_i + 1 (the official code adds the sum of gamma, which is 1), K_i <- normalize(K_i + gamma_i /
-        (alpha h_i + 1) (q_hat_b - K_i)). Rows are written sample-major, the last writer of a
-        slot wins; then every age grows by 1 and written slots get age 0.
+        h_i <- alpha h_i + 1 (the official code adds the sum of gamma, which is 1), K_i <-
+        normalize(K_i + gamma_i / (alpha h_i + 1) (q_hat_b - K_i)). Rows are written
+        sample-major, the last writer of a slot wins; then every age grows by 1 and written
+        slots get age 0.
         Returns {"resets": number of resetting samples} (a tensor: no host sync).
         """
         with torch.autocast(q.device.type, enabled=False):
