@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import DEFAULT_STEP, WIDTHS
+from tests.conftest import BASE, TINY
 from vidgan.data.clips import ClipSampler
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,13 +22,14 @@ def _free_port() -> int:
 
 
 def _overrides(root, out_dir, *extra):
-    return WIDTHS + DEFAULT_STEP + [
-        f"data.root={root}", "data.dataset=folder", f"train.out_dir={out_dir}",
+    """Overrides of the tests' base config: conditional, with the 2D frame head, batch 8."""
+    return ["model.n_classes=4", "model.frame_discriminator=resnet2d",
+            f"data.root={root}", "data.dataset=folder", f"train.out_dir={out_dir}",
         "train.batch_size=8", "eval.metrics=[]", "eval.sample_interval=0",
         "train.checkpoint_interval=1000", *extra]
 
 
-def _train_float64(rank, world, port, overrides, out, steps):
+def _train_float64(rank, world, port, base, overrides, out, steps):
     """One process of a float64 run: ``steps`` train_steps on the Trainer's own loader, then
     its G, D, G_ema and memory state to ``out/rank<r>.pt``."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
@@ -38,7 +39,7 @@ def _train_float64(rank, world, port, overrides, out, steps):
     from vidgan import distributed
     from vidgan.config import load_config
     from vidgan.train import Trainer
-    trainer = Trainer(load_config("demo.yaml", overrides))
+    trainer = Trainer(load_config(base, overrides))
     batches = ((video.double(), y, skipped) for video, y, skipped in trainer.loader)
     for _ in range(steps):
         trainer.train_step(batches)
@@ -50,8 +51,9 @@ def _train_float64(rank, world, port, overrides, out, steps):
 def _run_float64(world, root, tmp, *extra, steps=3):
     out = tmp / f"world{world}"
     out.mkdir(parents=True)
-    mp.spawn(_train_float64, args=(world, _free_port(), _overrides(root, out / "run", *extra),
-                                   out, steps), nprocs=world)
+    mp.spawn(_train_float64, args=(world, _free_port(), str(BASE),
+                                   _overrides(root, out / "run", *extra), out, steps),
+             nprocs=world)
     return [torch.load(out / f"rank{r}.pt") for r in range(world)]
 
 
@@ -115,14 +117,15 @@ def test_torchrun_two_processes_one_run_directory_then_resume_in_one(tmp_path, s
                       "model.n_classes=4", "model.frame_discriminator=resnet2d")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", "train.py", *args], cwd=REPO, env=env,
+                          "--nproc_per_node=2", "train.py", *TINY, *args], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "ckpt_00000001.pt", "ckpt_00000002.pt"]
     assert len(list((out / "tb").iterdir())) == 1  # one TensorBoard log: rank 0's
     assert two.stdout.count("step 2: checkpoint") == 1
-    one = subprocess.run([sys.executable, "train.py", *args, "train.iterations=3", "--resume"],
+    one = subprocess.run([sys.executable, "train.py", *TINY, *args, "train.iterations=3",
+                          "--resume"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     assert "resumed from" in one.stdout + one.stderr
@@ -176,7 +179,7 @@ def test_sigterm_to_one_process_stops_all_at_one_iteration_with_one_checkpoint(
                       "train.checkpoint_interval=5")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            "--nproc_per_node=2", "train.py", *args], cwd=REPO, env=env,
+                            "--nproc_per_node=2", "train.py", *TINY, *args], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120

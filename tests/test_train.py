@@ -158,7 +158,7 @@ def test_train_cli_starts_on_a_ucf101_tree_with_bad_files(tmp_path):
     """The issue's acceptance run: ucf101_st4.yaml on a UCF101-shaped folder, bad files in."""
     root, _ = _ucf_tree(tmp_path)
     out = tmp_path / "run"
-    tiny = [o for o in TINY if not o.startswith("data.num_workers")]
+    tiny = [o for o in WIDTHS if not o.startswith("data.num_workers")]
     cmd = [sys.executable, "train.py", "--config", "ucf101_st4.yaml", f"data.root={root}",
            *tiny, "data.num_workers=2", "data.max_bad_fraction=0.5", "train.iterations=2",
            f"train.out_dir={out}"]
@@ -246,16 +246,16 @@ def test_a_checkpoint_from_before_heads_and_phases_still_resumes(tmp_path, synth
                               "data_prep", "train.py"], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     run = tmp_path / "run"
-    # the old code's demo.yaml was unconditional with no frame head: the old keys only there,
-    # today's demo as it was (TINY) for the resume
+    # the old code's demo.yaml was unconditional with no frame head, as the tests' base config
     args = [f"data.root={synthetic_root}", "data.dataset=folder", f"train.out_dir={run}",
             "model.n_classes=4"]
-    proc = subprocess.run([sys.executable, "train.py", *WIDTHS, *args, "train.iterations=2"],
+    old_widths = [o for o in WIDTHS if not o.startswith("train.head_gradients")]  # newer key
+    proc = subprocess.run([sys.executable, "train.py", *old_widths, *args, "train.iterations=2"],
                           cwd=old, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(old)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = load_checkpoint(list_checkpoints(run)[-1])
-    resumed = Trainer(load_config("demo.yaml", [*TINY, *args, "train.iterations=4"]), resume=True)
+    resumed = Trainer(tiny_config(*args, "train.iterations=4"), resume=True)
     assert resumed.step == 2
     for k, v in before["D"].items():  # every old key landed in today's modules
         assert torch.equal(resumed.D.state_dict()[k], v), k
