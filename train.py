@@ -26,6 +26,9 @@ def main(argv=None) -> int:
     start.add_argument("--overwrite", action="store_true",
                        help="start a fresh run even if train.out_dir holds one: deletes its "
                             "checkpoints, samples, TensorBoard log and config.yaml")
+    parser.add_argument("--report", action="store_true",
+                        help="at the end, print the last in-training scores of the synthetic "
+                             "metric beside the real data's (the demo's printout)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.batch_size=8")
     args = parser.parse_intermixed_args(argv)  # options may follow the overrides
     try:
@@ -34,20 +37,22 @@ def main(argv=None) -> int:
         trainer = Trainer(cfg, resume=args.resume, resume_from=args.resume_from,
                           overwrite=args.overwrite)
         signals.ignore_stop_signals()  # from now on only Trainer.run answers them
-        trainer.run()
-        if trainer.last_scores and "synthetic" in trainer.eval_metrics:  # the demo's verdict
-            step, scores = trainer.last_scores
-            print(report(scores, f"What the samples show at step {step} ({cfg.eval.n_samples} "
-                                 f"clips of the EMA generator, vidgan.metrics.synthetic):"))
-            print(f"  samples: {cfg.train.out_dir}/samples/ (mp4 grids); what a short run draws, "
-                  f"and how long the targets take: README, 'What the demo shows'")
+        result = trainer.run()
+        if args.report and result.scores and "synthetic" in trainer.eval_metrics:
+            step, scores = result.scores
+            reference = trainer.real_stats.synthetic if trainer.real_stats else None
+            print(report(scores, reference,
+                         f"What the samples show at step {step} ({cfg.eval.n_samples} clips of "
+                         f"the EMA generator, vidgan.metrics.synthetic):"))
+            print(f"  samples: {cfg.train.out_dir}/samples/ (mp4 grids); what longer runs "
+                  f"draw: docs/DEMO.md")
     except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError, RunDirError,
             ValueError) as err:  # bad input or a stopped run: one line (+ file lists)
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
         distributed.shutdown()  # torchrun: leave the process group
-    return 128 + trainer.interrupted_by if trainer.interrupted_by else 0
+    return 128 + result.stopped_by if result.stopped_by else 0
 
 
 if __name__ == "__main__":

@@ -24,3 +24,18 @@ def test_package_never_imports_data_prep_or_the_generate_cli():
             if name.split(".")[0] == "data_prep" or name.startswith("vidgan.generate"):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_loop_sits_on_top_of_the_training_modules():
+    """vidgan/train: the loop uses the run directory, logging, loss, EMA and optimiser modules;
+    none of them imports the loop (or the package's __init__, which imports the loop)."""
+    offenders = []
+    for path in sorted((PACKAGE / "train").glob("*.py")):
+        if path.name in ("loop.py", "__init__.py"):
+            continue
+        for name in _imports(path):
+            if name == "vidgan.train" or name.startswith("vidgan.train.loop") or \
+                    name in ("vidgan.train.Trainer", "vidgan.train.train"):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+    assert not offenders, "\n".join(offenders)
+    assert {"rundir.py", "logs.py"} <= {p.name for p in (PACKAGE / "train").glob("*.py")}

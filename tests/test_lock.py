@@ -38,7 +38,7 @@ def test_a_file_system_that_cannot_lock_is_said_so(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(lock_module.fcntl, "flock", no_locks)
     with pytest.raises(lock_module.LockUnsupported, match="does not support file locks"):
         DirectoryLock(tmp_path, RUN_LOCK).acquire(wait=False)
-    from vidgan.train.loop import hold_run_dir
+    from vidgan.train.rundir import hold_run_dir
     assert hold_run_dir(tmp_path / "run") is None
     assert "nothing stops a second run" in capsys.readouterr().out
 

@@ -16,7 +16,7 @@ from tests.test_evaluate import Crafted
 from vidgan.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 from vidgan.config import ConfigError
 from vidgan.train import NonFiniteLossError, Trainer
-from vidgan.train.loop import RunDirError
+from vidgan.train import RunDirError
 
 from tests.test_train import REPO
 

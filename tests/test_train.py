@@ -40,10 +40,21 @@ def test_tiny_model_trains_30_iterations(tmp_path, synthetic_root):
     trainer2 = Trainer(_cfg(tmp_path, synthetic_root, "train.iterations=20",
                             "train.checkpoint_interval=5", "train.keep_checkpoints=2",
                             "eval.sample_interval=10"))
-    final = trainer2.run()
+    result = trainer2.run()
+    final = result.checkpoint
     run = tmp_path / "run"
     assert [p.name for p in list_checkpoints(run)] == ["ckpt_00000015.pt", "ckpt_00000020.pt"]
     assert final == list_checkpoints(run)[-1]
+    assert (result.step, result.stopped_by, result.scores) == (20, None, None)
+    # the fixed-z grid is also an animated GIF in TensorBoard, one per sample
+    import io
+
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tb")).Reload()
+    gifs = events.Images("samples/ema_fixed_z")
+    assert [e.step for e in gifs] == [10, 20]
+    assert Image.open(io.BytesIO(gifs[-1].encoded_image_string)).n_frames == 8
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
         "sample_00000010.mp4", "sample_00000020.mp4"]
     assert (run / "config.yaml").is_file() and any((run / "tb").iterdir())

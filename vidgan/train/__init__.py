@@ -1,4 +1,5 @@
-"""Training: losses, EMA, checkpoints and the loop."""
-from vidgan.train.loop import NonFiniteLossError, RunDirError, Trainer, train
+"""Training: losses, EMA, checkpoints, the run directory, logging and the loop."""
+from vidgan.train.loop import NonFiniteLossError, RunResult, Trainer, train
+from vidgan.train.rundir import RunDirError
 
-__all__ = ["Trainer", "train", "NonFiniteLossError", "RunDirError"]
+__all__ = ["Trainer", "RunResult", "train", "NonFiniteLossError", "RunDirError"]

@@ -4,42 +4,47 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import random
-import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from vidgan import distributed, signals
-from vidgan.checkpoint import (CheckpointError, checkpoint_dir, checkpoint_path, checkpoint_step,
-                               list_checkpoints, list_diverged, load_checkpoint, pin_checkpoint,
-                               remove_partial_saves, rng_state, save_checkpoint, set_aside,
-                               set_rng_state)
+from vidgan.checkpoint import (checkpoint_path, checkpoint_step, load_checkpoint, rng_state,
+                               save_checkpoint, set_rng_state)
 from vidgan.config import (BEHAVIOUR_ONLY_MODEL_KEYS, C3D_METRICS, Config, ModelConfig,
-                           changed_settings, config_from_dict, to_dict, to_yaml)
+                           changed_settings, config_from_dict, to_dict)
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.device import resolve_device
-from vidgan.lock import RUN_LOCK, DirectoryLock, LockHeld, LockUnsupported, describe_holder
 from vidgan.models import build_discriminator, build_generator, link_memory
 from vidgan.train.ema import make_ema, update_ema
+from vidgan.train.logs import (Writer, add_gif, add_scalars, averaged, open_writer,
+                               phase_scalars)
 from vidgan.train.loss import Fakes, GANLoss, PhaseResult
 from vidgan.train.optim import Adam
-from vidgan.video_io import gif_bytes, make_grid, to_uint8, write_mp4
+from vidgan.train.rundir import (hold_run_dir, newest_readable, prepare_run_dir,
+                                 set_aside_diverged, write_config)
+from vidgan.video_io import make_grid, to_uint8, write_mp4
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive iterations had a non-finite loss."""
 
 
-class RunDirError(RuntimeError):
-    """train.out_dir cannot hold this run: another run's checkpoints, or not writable."""
+@dataclasses.dataclass
+class RunResult:
+    """How ``Trainer.run`` ended: the final checkpoint and step, the signal that stopped the
+    run early (None when it trained to train.iterations), and the last in-training scores as
+    (step, {metric: value}) (None when nothing was scored)."""
+    checkpoint: Path
+    step: int
+    stopped_by: Optional[int]
+    scores: Optional[Tuple[int, Dict[str, float]]]
 
 
 def linear_decay(base_lr: float, step: int, decay_iterations: int) -> float:
@@ -89,7 +94,6 @@ class Trainer:
         self.opt_D = Adam(self.D.parameters(), **lazy_r1_adam(adam, self.r1_interval))
         self.r1_metrics: Dict[str, torch.Tensor] = {}  # the last lazy R1 step's, logged between
         self.step = 0
-        self.interrupted_by = None  # the signal number that stopped run(), if any
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         # Clips that failed to decode during training (the index already left out the files
@@ -164,7 +168,9 @@ class Trainer:
         if path is not None:
             state = load_checkpoint(path, map_location=self.device)
         else:
-            path, state = self._newest_readable()
+            path, state = newest_readable(
+                self.out_dir, lambda p: load_checkpoint(p, map_location=self.device),
+                set_unreadable_aside=self.main)
         stored = config_from_dict(state["config"])
         if not same_parameters(stored.model, self.cfg.model):
             raise ValueError(f"--resume: the model section of {path} differs from the config "
@@ -188,28 +194,6 @@ class Trainer:
         set_rng_state(state["rng"])
         tqdm.write(f"resumed from {path} at step {self.step}")
 
-    def _newest_readable(self) -> Tuple[Path, dict]:
-        found = list_checkpoints(self.out_dir)
-        if not found:
-            diverged = list_diverged(self.out_dir)
-            hint = (f"; it holds only diverged states ({', '.join(p.name for p in diverged)}): "
-                    f"pass --resume-from with one to continue it anyway" if diverged else "")
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir(self.out_dir)}"
-                                    f"{hint}")
-        failed: List[str] = []
-        for path in reversed(found):
-            try:
-                return path, load_checkpoint(path, map_location=self.device)
-            except CheckpointError as err:
-                failed.append(path.name)
-                if self.main:
-                    aside = set_aside(path, path.name + ".unreadable")
-                    tqdm.write(f"warning: {err}; moved it to {aside.name} and trying the "
-                               f"previous checkpoint")
-        raise CheckpointError(f"--resume: no readable checkpoint in "
-                              f"{checkpoint_dir(self.out_dir)}: {', '.join(failed)} could not be "
-                              f"read (now *.unreadable)")
-
     def save(self) -> Path:
         # No pruning during a non-finite streak: if it turns into a divergence, the older
         # checkpoints are the healthy ones (stop_diverged).
@@ -232,16 +216,10 @@ class Trainer:
             distributed.barrier()  # rank 0 sets the files aside
             return NonFiniteLossError(f"non-finite losses from step {first_bad}; rank 0 "
                                       f"reports the files")
-        healthy = None
-        for path in list_checkpoints(self.out_dir):
-            if checkpoint_step(path) >= first_bad:
-                set_aside(path, f"diverged_{checkpoint_step(path):08d}.pt")
-            else:
-                healthy = path
+        healthy = set_aside_diverged(self.out_dir, first_bad)
         diverged = save_checkpoint(self.state_dict(), self.out_dir, self.step, keep=None,
                                    name=f"diverged_{self.step:08d}.pt")
         if healthy is not None:
-            healthy = pin_checkpoint(healthy)
             advice = (f"the last checkpoint before it, {healthy} (step "
                       f"{checkpoint_step(healthy)}), is kept and --resume continues from it")
         else:
@@ -294,7 +272,7 @@ class Trainer:
         ok = self._step_if_finite(self.opt_D, self.D, result.total)
         if ok:
             self.loss.after_discriminator_step(result)
-        metrics = {"loss/D": result.total.detach(), **_logged(result)}
+        metrics = {"loss/D": result.total.detach(), **phase_scalars(result)}
         if lazy and d_step % self.r1_interval == 0:
             with self.amp:
                 reg = self.loss.discriminator_r1(real, y,
@@ -303,7 +281,7 @@ class Trainer:
             reg.total.backward()
             ok = self._step_if_finite(self.opt_D, self.D, reg.total) and ok
             # its terms and stats; the main step's logits stay the ones logged
-            self.r1_metrics = {k: v for k, v in _logged(reg).items()
+            self.r1_metrics = {k: v for k, v in phase_scalars(reg).items()
                                if not k.startswith("logits/")}
         return {**metrics, **self.r1_metrics}, ok
 
@@ -321,7 +299,7 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         result.total.backward()
         ok = self._step_if_finite(self.opt_G, self.G, result.total)
-        return {**metrics, **_logged(result)}, ok, result
+        return {**metrics, **phase_scalars(result)}, ok, result
 
     @staticmethod
     def _step_if_finite(opt: torch.optim.Optimizer, model: torch.nn.Module,
@@ -405,7 +383,7 @@ class Trainer:
         video = self.G_ema(z, self.y_fixed)
         return make_grid(to_uint8(video).cpu(), self.cfg.eval.sample_rows)
 
-    def write_samples(self, writer: SummaryWriter) -> Optional[Path]:
+    def write_samples(self, writer: Writer) -> Optional[Path]:
         """The fixed-z grid as mp4 and TensorBoard GIF; a failed write (full disk) is a
         warning: samples can be drawn again from a checkpoint, so they never stop the run."""
         grid = self.sample_grid()
@@ -419,7 +397,7 @@ class Trainer:
             return None
         return path
 
-    def evaluate(self, writer: SummaryWriter) -> Dict[str, float]:
+    def evaluate(self, writer: Writer) -> Dict[str, float]:
         """One repeat of the tgan2 protocol on ``eval.n_samples`` clips of the EMA generator,
         logged as eval/<metric> (eval/modes_covered, ... for the modes metric). Real
         statistics are computed (or read from the cache) once. Under torchrun every process
@@ -446,73 +424,36 @@ class Trainer:
         return scores
 
     # ------------------------------------------------------------------ loop
-    def run(self) -> Path:
-        """Train until train.iterations; returns the final checkpoint's path.
+    def run(self) -> RunResult:
+        """Train until train.iterations; the result names the final checkpoint.
 
         SIGTERM, SIGINT, SIGHUP (to this process or its whole group) finish the current
         iteration, write a checkpoint and return early; SIGUSR1 writes one and trains on.
         """
-        t, ev = self.cfg.train, self.cfg.eval
+        writer = open_writer(self.out_dir, self.step, self.main)
         if self.main:  # rank 0 alone writes the config, the log, samples and checkpoints
             write_config(self.out_dir, self.cfg)
-            writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step)
             excluded = "\n".join(f"    {p}: {r}" for p, r in self.dataset.excluded)
             writer.add_text("data/index", f"    {self.data_summary}\n{excluded}", self.step)
-        else:
-            writer = NullWriter()
-        bar = tqdm(total=t.iterations, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not self.main)
-        last_time, last_step = time.perf_counter(), self.step
-        path, saved_step, batches = None, None, None
+        bar = tqdm(total=self.cfg.train.iterations, initial=self.step, desc="train",
+                   dynamic_ncols=True, disable=not self.main)
+        path, stop, batches = None, None, None
         with signals.RunSignals() as received:
             try:
                 with signals.held():  # the workers start here and must not see a signal yet
                     batches = iter(self.loader)
-                stop = None
-                while self.step < t.iterations and stop is None:
-                    lr = self._set_lr()
-                    try:
-                        metrics = self.train_step(batches)
-                    except DataError as err:  # the loader gave up on a batch: keep the work
-                        raise DataError(f"{err}\nState saved to {self.save()}.") from None
+                self._clock = (time.perf_counter(), self.step)
+                if self.step >= self.cfg.train.iterations:  # resumed when already finished
+                    path = self._after_iteration(writer, bar, None, self._set_lr(), last=True,
+                                                 stop=None, requested=False)
+                while path is None:
+                    metrics, lr = self._iteration(batches)
                     bar.update(1)
-                    data_error = self.too_many_bad_files()
-                    if data_error is not None:
-                        path = self.save()
-                        raise DataError(f"{data_error}\nState saved to {path}.")
-                    if self.nonfinite_streak >= t.max_nonfinite:
-                        raise self.stop_diverged()
-                    if self.step % t.log_interval == 0 or self.step == t.iterations:
-                        now = time.perf_counter()
-                        its = (self.step - last_step) / max(now - last_time, 1e-9)
-                        last_time, last_step = now, self.step
-                        values = averaged(metrics, self.device)
-                        values.update({"lr": lr, "it_per_s": its})
-                        for k, v in values.items():
-                            writer.add_scalar(k, v, self.step)
-                        bar.set_postfix({"D": f"{values['loss/D']:.3f}",
-                                         "G": f"{values['loss/G']:.3f}",
-                                         "R1": f"{values.get('loss/R1', float('nan')):.3g}",
-                                         "it/s": f"{its:.2f}"})
-                    if ev.sample_interval and self.step % ev.sample_interval == 0 and self.main:
-                        self.write_samples(writer)
-                    if self.eval_metrics and ev.interval and self.step % ev.interval == 0:
-                        self.evaluate(writer)
                     # a signal to any process stops (or checkpoints) all at this iteration
                     stop, requested = agreed_signals(received, self.device)
-                    if self.step % t.checkpoint_interval == 0 or requested:
-                        path, saved_step = self.save(), self.step
-                        if requested:
-                            tqdm.write(f"SIGUSR1: checkpoint {path}; training on")
-                if stop is not None and self.main:
-                    tqdm.write(f"received signal {stop}: writing a checkpoint")
-                if saved_step != self.step:
-                    path = self.save()
-                if ev.sample_interval and self.step % ev.sample_interval != 0 and self.main:
-                    self.write_samples(writer)
-                if self.eval_metrics and ev.interval and self.step % ev.interval != 0 \
-                        and stop is None:  # the final model is always scored
-                    self.evaluate(writer)
+                    last = self.step == self.cfg.train.iterations or stop is not None
+                    saved = self._after_iteration(writer, bar, metrics, lr, last, stop, requested)
+                    path = saved if last else None
                 if self.main:
                     tqdm.write(f"step {self.step}: checkpoint {path}")
             finally:
@@ -525,8 +466,51 @@ class Trainer:
                 except OSError as err:  # e.g. a full disk: the checkpoint matters, not the log
                     tqdm.write(f"warning: TensorBoard log in {self.out_dir / 'tb'} incomplete "
                                f"({err})")
-        self.interrupted_by = stop
         self.close()
+        return RunResult(path, self.step, stop, self.last_scores)
+
+    def _iteration(self, batches) -> Tuple[Dict, float]:
+        """One training iteration with its lr; a data or divergence failure saves what it can
+        and raises."""
+        lr = self._set_lr()
+        try:
+            metrics = self.train_step(batches)
+        except DataError as err:  # the loader gave up on a batch: keep the work
+            raise DataError(f"{err}\nState saved to {self.save()}.") from None
+        data_error = self.too_many_bad_files()
+        if data_error is not None:
+            raise DataError(f"{data_error}\nState saved to {self.save()}.")
+        if self.nonfinite_streak >= self.cfg.train.max_nonfinite:
+            raise self.stop_diverged()
+        return metrics, lr
+
+    def _after_iteration(self, writer: Writer, bar: tqdm, metrics: Optional[Dict], lr: float,
+                         last: bool, stop: Optional[int], requested: bool) -> Optional[Path]:
+        """Log, sample, score and checkpoint what is due after an iteration: at the intervals,
+        and all of it on the ``last`` one (the final model is scored unless a signal stopped
+        the run); ``metrics`` None: no iteration ran. Returns the checkpoint written, if any."""
+        t, ev = self.cfg.train, self.cfg.eval
+        if metrics is not None and (self.step % t.log_interval == 0 or last):
+            now = time.perf_counter()
+            its = (self.step - self._clock[1]) / max(now - self._clock[0], 1e-9)
+            self._clock = (now, self.step)
+            values = {**averaged(metrics, self.device), "lr": lr, "it_per_s": its}
+            add_scalars(writer, values, self.step)
+            bar.set_postfix({"D": f"{values['loss/D']:.3f}", "G": f"{values['loss/G']:.3f}",
+                             "R1": f"{values.get('loss/R1', float('nan')):.3g}",
+                             "it/s": f"{its:.2f}"})
+        if ev.sample_interval and (self.step % ev.sample_interval == 0 or last) and self.main:
+            self.write_samples(writer)
+        if self.eval_metrics and ev.interval and (
+                self.step % ev.interval == 0 or (last and stop is None)):
+            self.evaluate(writer)
+        if not (self.step % t.checkpoint_interval == 0 or requested or last):
+            return None
+        if stop is not None and self.main:
+            tqdm.write(f"received signal {stop}: writing a checkpoint")
+        path = self.save()
+        if requested and not last:
+            tqdm.write(f"SIGUSR1: checkpoint {path}; training on")
         return path
 
     def close(self) -> None:
@@ -564,19 +548,6 @@ def same_parameters(stored: ModelConfig, current: ModelConfig) -> bool:
     return kept(stored) == kept(current)
 
 
-class NullWriter:
-    """What ranks other than 0 log to: nothing."""
-
-    def add_scalar(self, *args, **kwargs) -> None:
-        pass
-
-    def add_text(self, *args, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def agreed_signals(received: "signals.RunSignals", device: torch.device
                    ) -> Tuple[Optional[int], bool]:
     """(stop signal or None, checkpoint requested) as every process sees it: a signal that
@@ -589,125 +560,7 @@ def agreed_signals(received: "signals.RunSignals", device: torch.device
     return stop or None, bool(requested)
 
 
-def averaged(metrics: Dict, device: torch.device) -> Dict[str, float]:
-    """Logged scalars as floats, averaged over processes (one all-reduce under torchrun)."""
-    names = list(metrics)
-    values = torch.stack([torch.as_tensor(metrics[k], dtype=torch.float64).to(device)
-                          for k in names])
-    return dict(zip(names, distributed.mean_over_ranks(values).tolist()))
-
-
-def hold_run_dir(out_dir: Path, resume_from: Optional[str] = None) -> Optional[DirectoryLock]:
-    """The lock of ``out_dir`` (``.vidgan_run.lock``, vidgan.lock), taken at once or refused
-    with a RunDirError naming the run that holds it. ``resume_from`` inside another run
-    directory that a live run holds is refused too (that run may prune the file). Where the
-    file system cannot lock, a warning, and None."""
-    lock = DirectoryLock(out_dir, RUN_LOCK)
-    try:
-        lock.acquire(wait=False)
-    except LockHeld as err:
-        raise RunDirError(f"train.out_dir '{out_dir}' is in use by another run: "
-                          f"{describe_holder(err.holder)}. Wait for it to end, or choose "
-                          f"another train.out_dir") from None
-    except LockUnsupported as err:
-        tqdm.write(f"warning: {err.strerror}; nothing stops a second run from using "
-                   f"train.out_dir '{out_dir}' at the same time: make sure only one does")
-        return None
-    except OSError as err:  # the directory or its lock file cannot be created
-        raise RunDirError(f"train.out_dir '{out_dir}' is not writable ({err}); choose another "
-                          f"train.out_dir or fix its permissions") from None
-    if resume_from is not None:
-        source = Path(resume_from).resolve().parent
-        source = source.parent if source.name == "checkpoints" else source
-        if source != Path(out_dir).resolve() and (source / RUN_LOCK).is_file():
-            try:
-                DirectoryLock(source, RUN_LOCK).acquire(wait=False, record=False).release()
-            except LockHeld as err:
-                lock.release()
-                raise RunDirError(f"--resume-from {resume_from}: its run directory "
-                                  f"'{source}' is in use by another run: "
-                                  f"{describe_holder(err.holder)}. Wait for it to end, or "
-                                  f"copy the checkpoint elsewhere first") from None
-            except LockUnsupported:
-                pass  # said above for out_dir, which is usually on the same file system
-    return lock
-
-
-def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """One run per directory, checked before any work is done.
-
-    A fresh run refuses a directory that holds another run's checkpoints (unless
-    ``overwrite``: then that run's checkpoints, samples, logs and config are deleted); the
-    directory must be writable; leftovers of an interrupted checkpoint write are removed.
-    """
-    existing = list_checkpoints(out_dir) + list_diverged(out_dir)
-    if existing and not resume:
-        if not overwrite:
-            newest = max(existing, key=checkpoint_step)
-            raise RunDirError(f"train.out_dir '{out_dir}' already holds another run's "
-                              f"checkpoints (newest: {newest.name}); continue that run with "
-                              f"--resume, or choose another train.out_dir, or pass --overwrite "
-                              f"to delete it and start over")
-        for name in ("checkpoints", "samples", "tb"):
-            shutil.rmtree(out_dir / name, ignore_errors=True)
-        (out_dir / "config.yaml").unlink(missing_ok=True)
-        tqdm.write(f"--overwrite: deleted the previous run in {out_dir}")
-    probe = checkpoint_dir(out_dir) / ".write_test"
-    try:
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        with open(probe, "wb") as f:
-            f.write(b"vidgan")
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except OSError as err:
-        raise RunDirError(f"train.out_dir '{out_dir}' is not writable ({err}); choose another "
-                          f"train.out_dir or fix its permissions") from None
-    for leftover in remove_partial_saves(out_dir):
-        tqdm.write(f"removed {leftover}, the partial file of an interrupted checkpoint write")
-
-
-def write_config(out_dir: Path, cfg: Config) -> None:
-    """``<out_dir>/config.yaml``, written atomically; a failure is one line naming the file."""
-    path = out_dir / "config.yaml"
-    tmp = out_dir / ".config.yaml.tmp"
-    try:
-        tmp.write_text(to_yaml(cfg))
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise RunDirError(f"could not write {path}: {err}") from None
-
-
-def _logged(result: PhaseResult) -> Dict[str, torch.Tensor]:
-    """A phase's named terms (loss/D_main, loss/D_r1, loss/G_main, heads' terms), its stats
-    (loss/R1 unweighted, heads' diagnostics) and each head's mean logit per side
-    (logits/real_L4, ...)."""
-    out = {f"loss/{k}": v.detach() for k, v in result.terms.items()}
-    out.update({k: v.detach() for k, v in result.stats.items()})
-    for side, logits in result.logits.items():
-        out.update({f"logits/{side}_{head}": v.detach().float().mean()
-                    for head, v in logits.items()})
-    return out
-
-
-def add_gif(writer: SummaryWriter, tag: str, video: torch.Tensor, step: int, fps: int) -> None:
-    """Log uint8 (3, T, H, W) as an animated GIF image summary.
-
-    SummaryWriter.add_video needs moviepy; TensorBoard itself plays GIF-encoded images, so we
-    encode with Pillow (a torchvision dependency) and write the summary proto directly.
-    """
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    image = Summary.Image(height=video.shape[2], width=video.shape[3], colorspace=3,
-                          encoded_image_string=gif_bytes(video, fps))
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]),
-                                          step)
-
-
 def train(cfg: Config, resume: bool = False, resume_from: Optional[str] = None,
-          overwrite: bool = False) -> Trainer:
+          overwrite: bool = False) -> RunResult:
     """Build a Trainer for ``cfg`` (see Trainer for the run-directory options) and run it."""
-    trainer = Trainer(cfg, resume=resume, resume_from=resume_from, overwrite=overwrite)
-    trainer.run()
-    return trainer
+    return Trainer(cfg, resume=resume, resume_from=resume_from, overwrite=overwrite).run()
