@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) train.py --overwrite  # a demo replaces the previous runs/demo
+	$(PY) train.py --overwrite --report  # a demo replaces the previous runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

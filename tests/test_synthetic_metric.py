@@ -10,7 +10,7 @@ import torch
 
 from tests.conftest import tiny_config
 from vidgan.data.synthetic import CLASSES, render_clip, write_dataset
-from vidgan.metrics.synthetic import (SyntheticReading, colour_spread, meets_targets,
+from vidgan.metrics.synthetic import (SyntheticReading, colour_spread, report,
                                       read_synthetic, synthetic_scores)
 
 
@@ -110,8 +110,13 @@ def test_scores_on_hand_made_sets():
     assert s["synthetic_motion"] == pytest.approx(0.02)  # torch's median: the lower middle
     assert s["synthetic_colour_ratio"] == pytest.approx(s["synthetic_colour_spread"] / 20.0)
     assert s["synthetic_motion_ratio"] == pytest.approx(0.4)
-    met = meets_targets(s)
-    assert met["synthetic_coherent"] and met["synthetic_kl"] and not met["synthetic_motion_ratio"]
+    # the printout: each score beside the real data's, no verdict
+    text = report(s, {"synthetic_coherent": 1.0, "synthetic_motion": 0.05}, "heading")
+    line = next(l for l in text.splitlines() if "coherent moving object" in l)
+    assert line.split()[-2:] == ["1.00", "1.00"]
+    assert next(l for l in text.splitlines() if "typical motion" in l).split()[-2:] == [
+        "0.020", "0.050"]
+    assert "target" not in text and "MISSED" not in text
     # incoherent clips do not count towards the spread
     more = synthetic_scores(_reading([0, -1], [[0, 0, 0], [255, 255, 255]]))
     assert more["synthetic_colour_spread"] == 0.0
@@ -146,26 +151,33 @@ def test_evaluate_cli_scores_a_demo_checkpoint_against_the_real_clips(tmp_path, 
     assert real["synthetic_colour_ratio"] == pytest.approx(1.0, rel=0.3)
 
 
-def test_the_shipped_demo_trains_and_prints_its_scores_against_the_targets(tmp_path,
-                                                                          synthetic_root, capsys):
+def test_the_shipped_demo_trains_and_prints_its_scores_beside_the_datas(tmp_path,
+                                                                       synthetic_root, capsys):
     """demo.yaml as shipped (conditional, 2D frame head), only shorter: the final model is
-    scored and train.py prints one line per target."""
+    scored and train.py --report prints each score beside the real data's; without
+    --report, nothing."""
     from train import main
     from vidgan.config import load_config
     cfg = load_config("demo.yaml")
     assert cfg.model.n_classes == 4 and cfg.model.frame_discriminator == "resnet2d"
     assert "synthetic" in cfg.eval.metrics and cfg.eval.interval > 0
-    code = main([f"data.root={synthetic_root}", f"train.out_dir={tmp_path / 'run'}",
-                 "train.iterations=2", "eval.n_samples=8", "eval.batch_size=8",
-                 "data.num_workers=0", "eval.sample_interval=0"])
+    args = [f"data.root={synthetic_root}", f"train.out_dir={tmp_path / 'run'}",
+            "train.iterations=2", "eval.n_samples=8", "eval.batch_size=8",
+            "data.num_workers=0", "eval.sample_interval=0"]
+    code = main(["--report", *args])
     out = capsys.readouterr().out
     assert code == 0
     assert "What the samples show at step 2 (8 clips" in out
     for label in ("one coherent moving object", "classes present", "KL(classes || uniform)",
-                  "colour spread / the data's", "typical motion / the data's", "class shares"):
+                  "colour spread", "typical motion", "share of square_vertical"):
         assert label in out
+    coherent = next(l for l in out.splitlines() if "coherent moving object" in l).split()
+    assert float(coherent[-1]) >= 0.9  # the real clips' column
+    assert "target" not in out and "MISSED" not in out
     assert f"samples: {tmp_path / 'run'}/samples/" in out
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
     (coherent,) = events.Scalars("eval/synthetic_coherent")
     assert coherent.step == 2 and 0.0 <= coherent.value <= 1.0
+    code = main([*args, "--overwrite"])  # a run that does not ask for it prints no scores
+    assert code == 0 and "What the samples show" not in capsys.readouterr().out
