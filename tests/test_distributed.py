@@ -61,7 +61,7 @@ def _run_float64(world, root, tmp, *extra, steps=3):
     # conditional, with the 2D frame head (per-sample frame draws) and lazy R1
     ["model.n_classes=4", "model.frame_discriminator=resnet2d", "loss.r1_interval=2"],
     # the memory discriminator with MCGN (memory written from the gathered global batch)
-    ["model.n_classes=0", "model.frame_discriminator=memory", "model.memory.slots=16",
+    ["model.n_classes=0", "model.frame_discriminator=memory", "model.memory.slots=32",
      "model.memory.key_dim=8", "model.memory.topk=4"],
 ], ids=["conditional_2d_lazy_r1", "memory_mcgn"])
 def test_two_processes_equal_one_in_float64(tmp_path, synthetic_root, extra):

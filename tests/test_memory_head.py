@@ -287,3 +287,12 @@ def test_an_old_memory_checkpoints_config_keeps_what_it_trained_with():
     plain = config_from_dict(stored, ["model.frame_discriminator=none"])
     assert not any("memory" in line for line in changed_settings(
         plain, load_config("modes_st4.yaml")))
+
+
+def test_a_memory_too_small_for_three_writes_per_iteration_is_refused():
+    from vidgan.config import ConfigError
+    # batch 4, one frame per video: 12 queries written per iteration with the G step's write
+    with pytest.raises(ConfigError, match="model.memory.slots=8: .* use at least 12 slots"):
+        tiny_config(*MEMORY[:1], "model.memory.slots=8", "model.memory.topk=2")
+    tiny_config(*MEMORY[:1], "model.memory.slots=8", "model.memory.topk=2",
+                "model.memory.g_step_write=false")  # two writes: 4 queries <= 8 slots

@@ -226,11 +226,14 @@ def _make_old(path):
     the official step and holds the then defaults of the others."""
     state = torch.load(path, weights_only=False)
     for key, value in PREVIOUS_DEFAULTS.items():
-        section, name = key.split(".")
+        *path_to, name = key.split(".")
+        node = state["config"]
+        for part in path_to:
+            node = node[part]
         if key in ("loss.combine", "train.adam_eps"):
-            state["config"][section][name] = value
+            node[name] = value
         else:
-            del state["config"][section][name]
+            del node[name]
     torch.save(state, path)
 
 

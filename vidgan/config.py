@@ -359,6 +359,13 @@ def validate(cfg: Config) -> None:
         if queries > mem.slots:
             raise ConfigError(f"model.memory.slots={mem.slots}: a write holds train.batch_size x "
                               f"model.frames_per_video = {queries} queries; use more slots")
+        if mem.g_step_write and 3 * queries > mem.slots:
+            # resets take the oldest slots: two fake writes of a batch after one real write can
+            # turn every slot fake, and MCGN then has no real slot to sample
+            raise ConfigError(f"model.memory.slots={mem.slots}: with model.memory.g_step_write "
+                              f"an iteration writes train.batch_size x model.frames_per_video = "
+                              f"{queries} queries three times (real, fake, the G step's fake); "
+                              f"use at least {3 * queries} slots, or g_step_write=false")
         if not mem.kappa > 0:
             raise ConfigError(f"model.memory.kappa={mem.kappa}: the vMF concentration must be "
                               f"> 0 (official: 1)")
