@@ -101,7 +101,7 @@ def test_memory_head_logit_is_the_clipped_log_odds_of_p_averaged_over_frames():
     """memoryGAN §3.1.1, with model.memory.clip: each frame's logit is logit(clip(p, 1e-3,
     1 - 1e-3)), so softplus(-logit) = -log p; a video's logit is the mean over its frames."""
     cfg = tiny_config(*MEMORY, "model.subsample=[1,1,1]", "model.frames_per_video=8",
-                      "model.memory.clip=true")
+                      "model.memory.clip=true", "model.memory.g_step_write=false")
     D = build_discriminator(cfg)
     memory = D.frame.memory
     torch.manual_seed(0)
