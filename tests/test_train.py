@@ -166,7 +166,7 @@ def _ucf_tree(tmp_path):
 
 
 def test_train_cli_starts_on_a_ucf101_tree_with_bad_files(tmp_path):
-    """The issue's acceptance run: ucf101_st4.yaml on a UCF101-shaped folder, bad files in."""
+    """The data path's acceptance run: ucf101_st4.yaml on a UCF101-shaped folder, bad files in."""
     root, _ = _ucf_tree(tmp_path)
     out = tmp_path / "run"
     tiny = [o for o in WIDTHS if not o.startswith("data.num_workers")]
