@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from tests.conftest import tiny_config
 from vidgan.config import (PREVIOUS_DEFAULTS, changed_settings, config_from_dict, load_config,
-                           to_dict)
+                           parent_dict, to_dict)
 from vidgan.models import build_discriminator, build_generator, link_memory
 from vidgan.models.discriminator import mean_pairwise_cosine, memory_logit, memory_nll
 from vidgan.models.memory import VMFMemory
@@ -273,10 +273,7 @@ def test_an_old_memory_checkpoints_config_keeps_what_it_trained_with():
     current = load_config("modes_memory.yaml")
     stored = to_dict(current)
     for key in PREVIOUS_DEFAULTS:
-        *path, name = key.split(".")
-        node = stored
-        for part in path:
-            node = node[part]
+        node, name = parent_dict(stored, key)
         node.pop(name)
     old = config_from_dict(stored)
     assert (old.model.memory.clip, old.model.memory.g_step_write, old.model.memory.condition,

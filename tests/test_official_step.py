@@ -9,7 +9,7 @@ from torch import nn
 
 from tests.conftest import tiny_config
 from vidgan.checkpoint import list_checkpoints, load_checkpoint, load_generator
-from vidgan.config import PREVIOUS_DEFAULTS, load_config
+from vidgan.config import PREVIOUS_DEFAULTS, load_config, parent_dict
 from vidgan.models import build_discriminator, build_generator
 from vidgan.train import Trainer
 from vidgan.train.loss import g_loss, global_r1, r1_penalty
@@ -226,10 +226,7 @@ def _make_old(path):
     the official step and holds the then defaults of the others."""
     state = torch.load(path, weights_only=False)
     for key, value in PREVIOUS_DEFAULTS.items():
-        *path_to, name = key.split(".")
-        node = state["config"]
-        for part in path_to:
-            node = node[part]
+        node, name = parent_dict(state["config"], key)
         if key in ("loss.combine", "train.adam_eps"):
             node[name] = value
         else:

@@ -7,9 +7,10 @@ merged last. Everything is checked against the schema at load time.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -493,19 +494,23 @@ def config_from_dict(data: dict, overrides: List[str] = ()) -> Config:
 def with_previous_defaults(data: dict) -> dict:
     """A copy of the config dict ``data`` where every ``PREVIOUS_DEFAULTS`` key it lacks is set
     to that previous value."""
-    data = _copy_dicts(data)
+    data = copy.deepcopy(data)
     for key, value in PREVIOUS_DEFAULTS.items():
-        *path, name = key.split(".")
-        node = data
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        node, name = parent_dict(data, key)
+        if node is not None:
             node.setdefault(name, value)
     return data
 
 
-def _copy_dicts(data):
-    return {k: _copy_dicts(v) for k, v in data.items()} if isinstance(data, dict) else data
+def parent_dict(data: dict, dotted: str) -> Tuple[Optional[dict], str]:
+    """(the nested dict that holds ``dotted``'s last part, that part) in a config dict, e.g.
+    (data["model"]["memory"], "kappa") for "model.memory.kappa"; None where a section on the
+    way is missing."""
+    *path, name = dotted.split(".")
+    node = data
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), name
 
 
 def changed_settings(stored: Config, current: Config) -> List[str]:

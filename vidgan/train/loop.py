@@ -17,7 +17,7 @@ from vidgan import distributed, signals
 from vidgan.checkpoint import (checkpoint_path, checkpoint_step, load_checkpoint, rng_state,
                                save_checkpoint, set_rng_state)
 from vidgan.config import (BEHAVIOUR_ONLY_MODEL_KEYS, C3D_METRICS, Config, ModelConfig,
-                           changed_settings, config_from_dict, to_dict)
+                           changed_settings, config_from_dict, parent_dict, to_dict)
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.device import resolve_device
@@ -539,10 +539,7 @@ def same_parameters(stored: ModelConfig, current: ModelConfig) -> bool:
     def kept(model: ModelConfig) -> dict:
         values = dataclasses.asdict(model)
         for key in BEHAVIOUR_ONLY_MODEL_KEYS:
-            *path, name = key.split(".")
-            node = values
-            for part in path:
-                node = node[part]
+            node, name = parent_dict(values, key)
             node.pop(name)
         return values
     return kept(stored) == kept(current)
