@@ -174,3 +174,74 @@ def test_float32_under_bf16_autocast():
         p = m(q)
         m.update(q, 1)
     assert p.dtype == torch.float32 and all(b.dtype == torch.float32 for b in m.buffers())
+
+
+def _per_label_case(k=2, kappa=1.0):
+    """Five slots where Eq. (3)'s top-2 are both real: slots 0 and 2 (real) beat every fake."""
+    keys = [[1, 0], [0, 1], [1, 0.2], [-1, 0], [0.5, 1]]
+    values, hist = [1, 0, 1, 0, 0], [2.0, 1.0, 1.5, 1.0, 0.5]
+    return _memory(keys, values, hist, k=k, kappa=kappa, read_set="per_label"), keys, values, hist
+
+
+def test_per_label_read_is_eq4_over_the_best_slots_of_each_label():
+    """read_set=per_label: S = the k/2 best real and the k/2 best fake slots by Eq. (3)'s
+    ranking; p is Eq. (4) over that S, so a query whose global top-k is one label still gets
+    p strictly inside (0, 1) and a gradient."""
+    m, keys, v, h = _per_label_case(k=2, kappa=2.0)
+    q = torch.tensor([[2.0, 0.3]], dtype=torch.float32)
+    qh = [x / math.hypot(2.0, 0.3) for x in (2.0, 0.3)]
+    s = [(qh[0] * a + qh[1] * b) / math.hypot(a, b) for a, b in keys]
+    score = [math.log(h[i] + BETA) + 2.0 * s[i] - 1 for i in range(5)]
+    top_any = sorted(range(5), key=lambda i: -score[i])[:2]
+    assert sorted(top_any) == [0, 2]  # the official read set is all real here: p = 1
+    best_real = max((i for i in range(5) if v[i]), key=lambda i: score[i])
+    best_fake = max((i for i in range(5) if not v[i]), key=lambda i: score[i])
+    w = {i: math.exp(2.0 * s[i]) * (ALPHA * h[i] + BETA) for i in (best_real, best_fake)}
+    expected = w[best_real] / (w[best_real] + w[best_fake])
+    read = m.read(q.requires_grad_())
+    assert bool(read.mixed) and float(read.p.detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(read.log_fake.detach()) == pytest.approx(math.log(1 - expected), rel=1e-5)
+    read.log_real.sum().backward()
+    assert q.grad.abs().sum() > 0 and torch.isfinite(q.grad).all()
+    official = _memory(keys, v, h, k=2, kappa=2.0)
+    assert float(official(q.detach())) == 1.0  # same memory, Eq. (3)'s read: one label
+
+
+def test_per_label_read_leaves_out_the_picks_of_a_missing_label():
+    """k = 4 asks for 2 real slots; with one real slot in the memory, S holds 1 real and 2
+    fake slots, and the filler pick of the real share is left out (no NaN, no double
+    counting)."""
+    keys = [[1, 0], [0, 1], [-1, 0], [0, -1]]
+    m = _memory(keys, [1, 0, 0, 0], [1.0, 1.0, 1.0, 1.0], k=4, read_set="per_label")
+    q = torch.tensor([[1.0, 1.0]], requires_grad=True)
+    read = m.read(q)
+    qh = [1 / math.sqrt(2)] * 2
+    s = [qh[0] * a + qh[1] * b for a, b in keys]
+    fakes = sorted((1, 2, 3), key=lambda i: -s[i])[:2]  # the k - k // 2 = 2 best fake slots
+    w = {i: math.exp(s[i]) for i in [0] + fakes}
+    assert float(read.p.detach()) == pytest.approx(w[0] / sum(w.values()), rel=1e-5)
+    (read.log_real + read.log_fake).sum().backward()
+    assert torch.isfinite(q.grad).all()
+    all_fake = _memory(keys, [0, 0, 0, 0], [1.0] * 4, k=4, read_set="per_label")
+    read = all_fake.read(q)
+    assert float(read.p.detach()) == 0.0 and not bool(read.mixed)
+
+
+def test_per_label_read_keeps_the_official_reset_rule():
+    """The write's reset test looks at the top-1 slot over all labels, whatever the read set:
+    both memories write the same batch to the same state."""
+    a, *_ = _per_label_case(k=2)
+    b = VMFMemory(5, 2, 2)
+    b.load_state_dict(a.state_dict())
+    q = torch.tensor([[1.0, 0.1], [-1.0, 0.1], [0.2, 1.0]])
+    for label in (0, 1):
+        assert torch.equal(a.update(q, label)["resets"], b.update(q, label)["resets"])
+        for name in ("keys", "values", "hist", "ages"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_read_set_is_checked():
+    with pytest.raises(ValueError, match="read_set='nearest'"):
+        VMFMemory(4, 2, 2, read_set="nearest")
+    with pytest.raises(ValueError, match="k must be >= 2"):
+        VMFMemory(4, 2, 1, read_set="per_label")

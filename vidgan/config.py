@@ -50,6 +50,11 @@ class MemoryConfig:
     update: str = "em"  # em | kaiser (memoryGAN's "-EM" ablation: K <- normalize(K + q))
     # vMF concentration: similarities are kappa * s in the read and the EM step (official: 1)
     kappa: float = 1.0
+    # Which slots a query reads (its read set S of Eq. 3): "topk", the k best slots of either
+    # label (official); "per_label", the k/2 best real and the k/2 best fake slots (not in
+    # memoryGAN), so p always weighs both labels and every read has a gradient
+    # (docs/FIDELITY.md, "The memory head's loss").
+    read: str = "topk"
     # true: p clipped to [1e-3, 1 - 1e-3] as the official code, so a read set of one label
     # gives a constant logit (+-6.907) and loss; false: log p and log(1 - p) in log space from
     # the read's posterior, and a read set of one label contributes exactly 0 to every loss.
@@ -220,6 +225,7 @@ CHOICES = {
     "model.temporal": ("convlstm", "gru"),
     "model.frame_discriminator": ("none", "resnet2d", "memory"),
     "model.memory.update": ("em", "kaiser"),
+    "model.memory.read": ("topk", "per_label"),
     "model.memory.condition": ("first", "every"),
     "loss.memory": ("own", "shared"),
     "model.discriminator": ("multi3d",),
@@ -252,7 +258,7 @@ PREVIOUS_DEFAULTS = {
 }
 # Model keys that change no parameter: a run may resume with another value.
 BEHAVIOUR_ONLY_MODEL_KEYS = ("downsample", "init", "memory.condition", "memory.kappa",
-                             "memory.clip", "memory.g_step_write")
+                             "memory.clip", "memory.g_step_write", "memory.read")
 # Keys that mean something only with the memory head (model.frame_discriminator=memory).
 MEMORY_KEYS = ("model.memory.", "loss.memory", "loss.mi_weight")
 
@@ -354,6 +360,9 @@ def validate(cfg: Config) -> None:
         if not 1 <= mem.topk <= mem.slots:
             raise ConfigError(f"model.memory.topk={mem.topk}: must lie in 1..model.memory.slots"
                               f"={mem.slots}")
+        if mem.read == "per_label" and mem.topk < 2:
+            raise ConfigError(f"model.memory.topk={mem.topk}: model.memory.read=per_label reads "
+                              f"topk/2 slots of each label, so topk must be >= 2")
         if not 0.0 < mem.alpha <= 1.0:
             raise ConfigError(f"model.memory.alpha={mem.alpha}: must be in (0, 1]")
         queries = cfg.train.batch_size * m.frames_per_video

@@ -336,7 +336,8 @@ class MemoryFrameDiscriminator(nn.Module):
 
 def build_memory(cfg: ModelConfig) -> VMFMemory:
     m = cfg.memory
-    return VMFMemory(m.slots, m.key_dim, m.topk, m.alpha, update_rule=m.update, kappa=m.kappa)
+    return VMFMemory(m.slots, m.key_dim, m.topk, m.alpha, update_rule=m.update, kappa=m.kappa,
+                     read_set=m.read)
 
 
 class MultiLevelDiscriminator(nn.Module):

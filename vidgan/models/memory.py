@@ -6,13 +6,14 @@ Semantics follow the official memoryGAN code, which produced the paper's numbers
 (docs/FIDELITY.md lists the rules): where its wording and the paper's differ, the comments say
 which is followed.
 """
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 KAPPA = 1.0  # vMF concentration (memoryGAN §3.1.1: kappa = 1)
+READ_SETS = ("topk", "per_label")
 
 
 class Read(NamedTuple):
@@ -53,7 +54,8 @@ class VMFMemory(nn.Module):
     value (memoryGAN Eq. 1-5)."""
 
     def __init__(self, num_slots: int, key_dim: int, k: int, alpha: float = 0.5,
-                 beta: float = 1e-8, update_rule: str = "em", kappa: float = KAPPA):
+                 beta: float = 1e-8, update_rule: str = "em", kappa: float = KAPPA,
+                 read_set: str = "topk"):
         super().__init__()
         if not 1 <= k <= num_slots:
             raise ValueError(f"top-k={k} must lie in 1..num_slots={num_slots}")
@@ -61,12 +63,22 @@ class VMFMemory(nn.Module):
             raise ValueError(f"update_rule='{update_rule}': allowed values are em, kaiser")
         if not kappa > 0:
             raise ValueError(f"kappa={kappa}: the vMF concentration must be > 0")
+        if read_set not in READ_SETS:
+            raise ValueError(f"read_set='{read_set}': allowed values are {', '.join(READ_SETS)}")
+        if read_set == "per_label" and k < 2:
+            raise ValueError(f"top-k={k}: a per_label read takes k/2 slots of each label, so "
+                             f"k must be >= 2")
         self.num_slots, self.key_dim, self.k = num_slots, key_dim, k
         self.alpha, self.beta, self.update_rule = alpha, beta, update_rule
         # Scales every similarity: the read's selection and posterior, the EM step's selection
         # and responsibilities. kappa = 1 is the official code; a larger kappa lets similarity
         # outweigh the histogram, so reads mix labels locally (docs/FIDELITY.md).
         self.kappa = kappa
+        # "topk": the read set S is the k best slots of either label (Eq. 3, official);
+        # "per_label": the k // 2 best real and the k - k // 2 best fake slots, so that S
+        # always holds both labels and p = p(real | q) always has a gradient (not in
+        # memoryGAN: at small memories the top-k is usually one label, docs/FIDELITY.md).
+        self.read_set = read_set
         values = torch.zeros(num_slots)
         values[:num_slots // 2] = 1.0  # official init: first half real, the rest fake
         self.register_buffer("keys", torch.zeros(num_slots, key_dim))
@@ -76,7 +88,8 @@ class VMFMemory(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"slots={self.num_slots}, key_dim={self.key_dim}, k={self.k}, "
-                f"alpha={self.alpha}, kappa={self.kappa}, update={self.update_rule}")
+                f"alpha={self.alpha}, kappa={self.kappa}, update={self.update_rule}, "
+                f"read={self.read_set}")
 
     # ---------------------------------------------------------------- read
     def _similarities(self, q: torch.Tensor) -> torch.Tensor:
@@ -85,15 +98,33 @@ class VMFMemory(nn.Module):
         q_hat = F.normalize(q.to(self.keys.dtype), dim=1)
         return q_hat, q_hat @ self.keys.t()
 
-    def _topk(self, s: torch.Tensor, penalty: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Top-k slots of (h + beta) exp(kappa (s - penalty) - 1), ranked in log space (no
-        overflow for any kappa), (B, k)."""
+    def _score(self, s: torch.Tensor, penalty: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """log of (h + beta) exp(kappa (s - penalty) - 1), the ranking of Eq. (3) in log space
+        (no overflow for any kappa), (B, N)."""
         score = self.kappa * (s.detach() if penalty is None else s.detach() - penalty)
-        return _stable_topk(torch.log(self.hist + self.beta) + score - 1, self.k)
+        return torch.log(self.hist + self.beta) + score - 1
 
-    def _read_slots(self, s: torch.Tensor) -> torch.Tensor:
-        """Eq. (3): top-k of (h + beta) exp(kappa s - 1) over all labels, (B, k)."""
-        return self._topk(s)
+    def _topk(self, s: torch.Tensor, penalty: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Top-k slots of (h + beta) exp(kappa (s - penalty) - 1), (B, k)."""
+        return _stable_topk(self._score(s, penalty), self.k)
+
+    def _read_slots(self, s: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The read set S: Eq. (3)'s top-k over all labels, or with ``per_label`` the same
+        ranking within each label (k // 2 real, then k - k // 2 fake). Returns the slots
+        (B, k) and, for ``per_label``, which of them are real picks (B, k) bool: a label with
+        fewer slots than its share fills the rest with slots of the other label, left out of
+        the read."""
+        if self.read_set == "topk":
+            return self._topk(s), None
+        score, real = self._score(s), self.values > 0.5
+        k_real = self.k // 2
+        picks = []
+        for keep, k in ((real, k_real), (~real, self.k - k_real)):
+            label_score = score.masked_fill(~keep, float("-inf"))
+            slots = _stable_topk(label_score, k)
+            picks.append((slots, torch.isfinite(label_score.gather(1, slots))))
+        return (torch.cat([picks[0][0], picks[1][0]], dim=1),
+                torch.cat([picks[0][1], picks[1][1]], dim=1))
 
     def read(self, q: torch.Tensor) -> Read:
         """Eq. (4) for raw queries q (B, M) over the top-k slots S, in log space.
@@ -105,13 +136,18 @@ class VMFMemory(nn.Module):
         """
         with torch.autocast(q.device.type, enabled=False):
             _, s = self._similarities(q)
-            slots = self._read_slots(s)
+            slots, valid = self._read_slots(s)
             logit = self.kappa * s.gather(1, slots) + torch.log(
                 self.alpha * self.hist[slots] + self.beta)
+            if valid is not None:
+                logit = logit.masked_fill(~valid, float("-inf"))
             norm = torch.logsumexp(logit, dim=1)
             real = self.values[slots] > 0.5
+            fake = ~real
+            if valid is not None:
+                real, fake = real & valid, fake & valid
             return Read(_label_logsumexp(logit, real) - norm,
-                        _label_logsumexp(logit, ~real) - norm)
+                        _label_logsumexp(logit, fake) - norm)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         """p(real | q) (B,) for raw queries q (B, M): Eq. (4), ``read(q).p``."""
@@ -124,7 +160,7 @@ class VMFMemory(nn.Module):
         rules (docs/FIDELITY.md).
 
         Every sample is judged against the state before the call. Sample b resets when the
-        top-1 slot of its read set S_b holds the other label: (K, v, h) = (q_hat_b, label,
+        top-1 slot of Eq. (3)'s ranking holds the other label: (K, v, h) = (q_hat_b, label,
         mean h) goes to an old slot, the i-th resetting sample (batch order) to the i-th
         oldest (age descending, ties to the lower index). The others take one EM step on
         S^y_b = top-k of (h + beta) exp(kappa (s - 2 [v != y]) - 1) (the label penalty exp(-2)
@@ -141,8 +177,8 @@ class VMFMemory(nn.Module):
             if b > self.num_slots:
                 raise ValueError(f"a write of {b} queries needs at least as many slots; the "
                                  f"memory has {self.num_slots}")
-            read = self._read_slots(s)
-            reset = self.values[read[:, 0]] != y  # (B,)
+            # the top-1 slot of Eq. (3) over all labels, whatever the read set
+            reset = self.values[self._topk(s)[:, 0]] != y  # (B,)
             rank = torch.cumsum(reset.long(), 0) - 1  # i-th resetting sample
             oldest = torch.sort(self.ages, descending=True, stable=True).indices
             reset_slot = oldest[rank.clamp(min=0)]  # (B,)
