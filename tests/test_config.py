@@ -103,3 +103,83 @@ def test_demo_squares_is_the_measured_wide_run():
     differ = {(section, key) for section in wide for key in wide[section]
               if squares[section][key] != wide[section][key]}
     assert differ == logging
+
+
+@pytest.mark.parametrize("overrides, key, variant", [
+    (["model.temporal=gru", "model.z_dim=64"], "model.z_dim", "model.temporal=gru"),
+    (["model.content_dim=20"], "model.content_dim", "model.temporal=convlstm"),
+    (["model.memory.read=per_label"], "model.memory.read", "model.frame_discriminator=none"),
+    (["loss.memory_weight=2"], "loss.memory_weight", "model.frame_discriminator=none"),
+    (["model.frame_level=4"], "model.frame_level", "model.frame_discriminator=none"),
+    (["data.dataset=folder", "data.subset=test"], "data.subset", "data.dataset=folder"),
+    (["data.split=2"], "data.split", "data.dataset=synthetic"),
+    (["data.dataset=ucf101", "data.synthetic_frames=8"], "data.synthetic_frames",
+     "data.dataset=ucf101"),
+])
+def test_a_key_the_variant_does_not_read_is_an_error(overrides, key, variant):
+    with pytest.raises(ConfigError) as err:
+        load_config("tests/tiny.yaml", overrides)
+    assert f"'{key}'" in str(err.value) and variant in str(err.value)
+    assert "override" in str(err.value)
+
+
+def test_unused_key_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "gru.yaml"
+    path.write_text("model:\n  temporal: gru\n  z_dim: 32\n")
+    with pytest.raises(ConfigError, match=r"gru\.yaml: 'model\.z_dim' is read only with "
+                                          r"model\.temporal=convlstm"):
+        load_config(str(path))
+
+
+def test_keys_of_a_base_or_of_an_overridden_variant_are_not_checked(tmp_path):
+    """A file cannot unset its base's keys, and an override that picks another variant
+    leaves the file's keys for the old one behind: both load."""
+    (tmp_path / "child.yaml").write_text(
+        f"base: {load_config.__globals__['CONFIG_DIR'] / 'ucf101_st4.yaml'}\n"
+        "model:\n  temporal: gru\n")
+    assert load_config(str(tmp_path / "child.yaml")).model.temporal == "gru"
+    cfg = load_config("tests/tiny.yaml", ["model.temporal=gru"])  # tiny.yaml sets z_dim
+    assert cfg.model.temporal == "gru" and cfg.model.z_dim == 8
+
+
+def test_removed_key_is_an_error_in_a_config_and_a_warning_in_a_checkpoint():
+    with pytest.raises(ConfigError, match="'model.discriminator' is no longer a setting"):
+        load_config("tests/tiny.yaml", ["model.discriminator=multi3d"])
+    stored = to_dict(load_config("tests/tiny.yaml"))
+    stored["model"]["discriminator"] = "multi3d"  # what every checkpoint before 0.3 holds
+    with pytest.warns(UserWarning, match="model.discriminator=multi3d is no longer a setting"):
+        cfg = config_from_dict(stored)
+    assert cfg == load_config("tests/tiny.yaml")
+    stored["model"]["discriminator"] = "single3d"
+    with pytest.raises(ConfigError, match="model.discriminator='single3d'"):
+        config_from_dict(stored)
+
+
+def _field_comment(cls_name: str, field: str) -> str:
+    """The comment lines right above ``field`` in ``cls_name``'s body in vidgan/config.py,
+    and the comment on its own line."""
+    import inspect
+    import vidgan.config as config
+    lines = inspect.getsource(getattr(config, cls_name)).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{field}:"))
+    text = [lines[at].split("#", 1)[1] if "#" in lines[at] else ""]
+    i = at - 1
+    while i > 0 and lines[i].strip().startswith("#"):
+        text.append(lines[i])
+        i -= 1
+    return "\n".join(text)
+
+
+def test_every_allowed_value_is_explained_beside_its_field():
+    """CHOICES is the one list of allowed values (validate and the modules read it); the
+    comment of each field must name every one of them, so a new value cannot go
+    undocumented."""
+    import re
+    from vidgan.config import CHOICES
+    classes = {"model": "ModelConfig", "model.memory": "MemoryConfig", "data": "DataConfig",
+               "loss": "LossConfig", "train": "TrainConfig", "eval": "EvalConfig"}
+    for key, allowed in CHOICES.items():
+        section, field = key.rsplit(".", 1)
+        comment = _field_comment(classes[section], field)
+        missing = [v for v in allowed if not re.search(rf"\b{re.escape(v)}\b", comment)]
+        assert not missing, f"{key}: the comment beside the field does not name {missing}"

@@ -8,6 +8,7 @@ merged last. Everything is checked against the schema at load time.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -53,7 +54,7 @@ class MemoryConfig:
     # Which slots a query reads (its read set S of Eq. 3): "topk", the k best slots of either
     # label (official); "per_label", the k/2 best real and the k/2 best fake slots (not in
     # memoryGAN), so p always weighs both labels and every read has a gradient
-    # (docs/FIDELITY.md, "The memory head's loss").
+    # (docs/FIDELITY.md, "Memory discriminator and MCGN").
     read: str = "topk"
     # true: p clipped to [1e-3, 1 - 1e-3] as the official code, so a read set of one label
     # gives a constant logit (+-6.907) and loss; false: log p and log(1 - p) in log space from
@@ -78,7 +79,6 @@ class ModelConfig:
     clstm_layers: int = 1
     ch: int = 32  # image-generator base width (tgan2 Fig. 3 channel plan)
     dis_ch: int = 64  # 3D ResNet width of the first block; doubles per DownBlock
-    discriminator: str = "multi3d"
     # DownSample (tgan2 Fig. 4) on an axis of length 1: "official" zero-pads it to 3 frames
     # ([0, x, 0]) as the official code does (Table 1's D costs count this); "paper" leaves it
     # alone, as the figure's caption reads. docs/FIDELITY.md gives the measured difference.
@@ -167,6 +167,8 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     iterations: int = 100000
+    # The global batch B: under torchrun each of the N processes holds B / N samples
+    # (vidgan.distributed). eval.batch_size, by contrast, is per process.
     batch_size: int = 32
     lr: float = 1e-4
     betas: List[float] = field(default_factory=lambda: [0.0, 0.9])
@@ -208,7 +210,10 @@ class EvalConfig:
     interval: int = 10000  # 0 = off
     metrics: List[str] = field(default_factory=lambda: ["is", "fid"])
     n_samples: int = 2048
-    batch_size: int = 32  # C3D batch
+    # Clips per forward pass of each process (C3D, I3D, the generator): evaluation hands whole
+    # batches to the processes in turn, so N processes score N batches at once. Per process,
+    # unlike train.batch_size (global): it sizes one device's memory, not the statistics.
+    batch_size: int = 32
     stats_dir: str = "data/c3d_stats"  # cached real-data statistics, keyed by a hash
 
 
@@ -228,7 +233,6 @@ CHOICES = {
     "model.memory.read": ("topk", "per_label"),
     "model.memory.condition": ("first", "every"),
     "loss.memory": ("own", "shared"),
-    "model.discriminator": ("multi3d",),
     "model.downsample": ("official", "paper"),
     "model.init": ("official", "legacy"),
     "data.dataset": ("synthetic", "modes", "folder", "ucf101", "faceforensics"),
@@ -261,6 +265,24 @@ BEHAVIOUR_ONLY_MODEL_KEYS = ("downsample", "init", "memory.condition", "memory.k
                              "memory.clip", "memory.g_step_write", "memory.read")
 # Keys that mean something only with the memory head (model.frame_discriminator=memory).
 MEMORY_KEYS = ("model.memory.", "loss.memory", "loss.mi_weight")
+# Keys (or key prefixes) read by one variant only: (key, the key that picks the variant, the
+# values that read it). Setting such a key for another variant is an error (``unused_keys``).
+VARIANT_KEYS = (
+    ("model.z_dim", "model.temporal", ("convlstm",)),
+    ("model.clstm_layers", "model.temporal", ("convlstm",)),
+    ("model.content_dim", "model.temporal", ("gru",)),
+    ("model.motion_dim", "model.temporal", ("gru",)),
+    ("model.frame_level", "model.frame_discriminator", ("resnet2d", "memory")),
+    ("model.frames_per_video", "model.frame_discriminator", ("resnet2d", "memory")),
+) + tuple((key, "model.frame_discriminator", ("memory",)) for key in MEMORY_KEYS) + (
+    ("data.split", "data.dataset", ("ucf101",)),
+    ("data.subset", "data.dataset", ("ucf101", "faceforensics")),
+    ("data.synthetic_", "data.dataset", ("synthetic", "modes")),
+)
+# Keys vidgan no longer has, with the one value they could take: a config file or override
+# that sets one is an error; a checkpoint's stored config that holds that value loads with a
+# one-line warning.
+REMOVED_KEYS = {"model.discriminator": "multi3d"}
 
 C3D_METRICS = ("is", "fid", "ddm")  # need the C3D weights
 # Weight-free metrics of the generated datasets: modes (vidgan.metrics.modes) for
@@ -466,13 +488,74 @@ def setting(obj, dotted: str):
 
 def load_config(name_or_path: Optional[str] = "demo.yaml", overrides: List[str] = ()) -> Config:
     """Load ``name_or_path`` (a file, or a name in configs/), apply ``key=value`` overrides,
-    validate, and return a typed Config."""
+    validate, and return a typed Config. A key the chosen variant does not read is an error
+    (``unused_keys``)."""
     schema = OmegaConf.structured(Config)
     path = resolve_config_path(name_or_path)
-    merged = _apply_overrides(_merge_checked(schema, _read_yaml(path), str(path)), overrides)
+    node = _read_yaml(path)
+    sources = [(str(path), _own_keys(path))] + [
+        (f"override '{item}'", {item.split("=", 1)[0].strip()}) for item in overrides]
+    for source, keys in sources:
+        for key in keys:
+            if key in REMOVED_KEYS:
+                raise ConfigError(f"{source}: '{key}' is no longer a setting: vidgan builds "
+                                  f"one discriminator ({REMOVED_KEYS[key]}); remove the key")
+    merged = _apply_overrides(_merge_checked(schema, node, str(path)), overrides)
     cfg: Config = OmegaConf.to_object(merged)
     validate(cfg)
+    problems = unused_keys(cfg, sources)
+    if problems:
+        raise ConfigError(problems[0])
     return cfg
+
+
+def _own_keys(path: Path) -> set:
+    """The dotted leaf keys the file ``path`` itself sets (not its ``base``)."""
+    try:
+        node = OmegaConf.to_container(OmegaConf.load(path))
+    except yaml.YAMLError:  # _read_yaml has reported it already
+        return set()
+    node.pop("base", None)
+    return set(_leaf_keys(node))
+
+
+def _leaf_keys(node, prefix: str = ""):
+    for name, value in node.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and value:
+            yield from _leaf_keys(value, key + ".")
+        else:
+            yield key
+
+
+def unused_keys(cfg: Config, sources: List[Tuple[str, set]]) -> List[str]:
+    """An error message for every key that a source sets but the chosen variant does not read
+    (``VARIANT_KEYS``), e.g. model.z_dim with model.temporal=gru.
+
+    ``sources`` are (name, dotted keys it sets) in the order they apply: the config file named
+    on the command line, then each override. Keys that only a ``base`` file sets are not
+    checked (a file cannot unset its base's keys), nor keys set before a later source changed
+    the variant: ``--config ucf101_st4.yaml model.temporal=gru`` loads, although the file sets
+    model.z_dim.
+    """
+    def last_source(match) -> int:
+        hits = [i for i, (_, keys) in enumerate(sources) if any(match(k) for k in keys)]
+        return hits[-1] if hits else -1
+
+    problems = []
+    for prefix, variant, readers in VARIANT_KEYS:
+        value = setting(cfg, variant)
+        if value in readers:
+            continue
+        chooser = last_source(lambda k: k == variant)
+        for i, (source, keys) in enumerate(sources):
+            for key in sorted(k for k in keys if k.startswith(prefix)):
+                if i >= chooser and i == last_source(lambda k: k == key):
+                    problems.append(
+                        f"{source}: '{key}' is read only with {variant}="
+                        f"{' or '.join(readers)}, and this run has {variant}={value}; remove "
+                        f"it (or choose that variant)")
+    return problems
 
 
 def _apply_overrides(merged: DictConfig, overrides: List[str]) -> DictConfig:
@@ -493,7 +576,7 @@ def config_from_dict(data: dict, overrides: List[str] = ()) -> Config:
     ``key=value`` overrides checked as ``load_config`` checks them. Keys of
     ``PREVIOUS_DEFAULTS`` that ``data`` lacks (a checkpoint written before they existed) take
     the value such a checkpoint was trained with."""
-    data = with_previous_defaults(data)
+    data = without_removed_keys(with_previous_defaults(data))
     merged = _merge_checked(OmegaConf.structured(Config), data, "stored config")
     cfg = OmegaConf.to_object(_apply_overrides(merged, overrides))
     validate(cfg)
@@ -508,6 +591,21 @@ def with_previous_defaults(data: dict) -> dict:
         node, name = parent_dict(data, key)
         if node is not None:
             node.setdefault(name, value)
+    return data
+
+
+def without_removed_keys(data: dict) -> dict:
+    """``data`` without the ``REMOVED_KEYS`` an older checkpoint's config holds, each dropped
+    with a one-line warning; another value than the key's only one is a ConfigError."""
+    for key, only in REMOVED_KEYS.items():
+        node, name = parent_dict(data, key)
+        if node is None or name not in node:
+            continue
+        value = node.pop(name)
+        if value != only:
+            raise ConfigError(f"stored config: {key}='{value}': vidgan builds only {only}")
+        warnings.warn(f"stored config: {key}={only} is no longer a setting; ignored",
+                      stacklevel=3)
     return data
 
 

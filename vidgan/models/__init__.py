@@ -19,11 +19,9 @@ def build_generator(cfg) -> Generator:
 
 
 def build_discriminator(cfg) -> nn.Module:
-    """Discriminator for ``cfg`` (a Config or its ModelConfig), chosen by model.discriminator."""
-    m = _model_cfg(cfg)
-    if m.discriminator == "multi3d":
-        return MultiLevelDiscriminator(m)
-    raise ValueError(f"model.discriminator='{m.discriminator}' is not implemented")
+    """Discriminator for ``cfg`` (a Config or its ModelConfig): one 3D ResNet per judged level
+    (tgan2 §3.4), plus the frame head of model.frame_discriminator."""
+    return MultiLevelDiscriminator(_model_cfg(cfg))
 
 
 def link_memory(G: Generator, D: nn.Module) -> None:

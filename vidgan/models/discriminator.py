@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vidgan import distributed
-from vidgan.config import LossConfig, ModelConfig
+from vidgan.config import CHOICES, LossConfig, ModelConfig
 from vidgan.models.conv import FastConv3d
 from vidgan.models.init import RESIDUAL_GAIN, glorot_
 from vidgan.models.memory import Read, VMFMemory
@@ -22,7 +22,7 @@ _CONV = {2: nn.Conv2d, 3: FastConv3d}
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-DOWNSAMPLE_RULES = ("official", "paper")
+DOWNSAMPLE_RULES = CHOICES["model.downsample"]
 
 
 def downsample(x: torch.Tensor, rule: str = "official") -> torch.Tensor:

@@ -12,8 +12,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vidgan.config import CHOICES
+
 KAPPA = 1.0  # vMF concentration (memoryGAN §3.1.1: kappa = 1)
-READ_SETS = ("topk", "per_label")
+READ_SETS = CHOICES["model.memory.read"]
+UPDATE_RULES = CHOICES["model.memory.update"]
 
 
 class Read(NamedTuple):
@@ -59,8 +62,9 @@ class VMFMemory(nn.Module):
         super().__init__()
         if not 1 <= k <= num_slots:
             raise ValueError(f"top-k={k} must lie in 1..num_slots={num_slots}")
-        if update_rule not in ("em", "kaiser"):
-            raise ValueError(f"update_rule='{update_rule}': allowed values are em, kaiser")
+        if update_rule not in UPDATE_RULES:
+            raise ValueError(f"update_rule='{update_rule}': allowed values are "
+                             f"{', '.join(UPDATE_RULES)}")
         if not kappa > 0:
             raise ValueError(f"kappa={kappa}: the vMF concentration must be > 0")
         if read_set not in READ_SETS:

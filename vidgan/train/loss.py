@@ -33,15 +33,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from vidgan import distributed
-from vidgan.config import LossConfig, ModelConfig
+from vidgan.config import CHOICES, LossConfig, ModelConfig
 from vidgan.data.targets import real_targets
 
 Logits = Union[Sequence[torch.Tensor], Dict[str, torch.Tensor]]
 
 
 def _check_combine(combine: str) -> None:
-    if combine not in ("sum", "mean"):
-        raise ValueError(f"loss.combine='{combine}': allowed values are sum, mean")
+    if combine not in CHOICES["loss.combine"]:
+        raise ValueError(f"loss.combine='{combine}': allowed values are "
+                         f"{', '.join(CHOICES['loss.combine'])}")
 
 
 def _values(logits: Logits) -> List[torch.Tensor]:

@@ -14,7 +14,9 @@ from typing import Iterable, Tuple
 
 import torch
 
-ADAM_FORMS = ("chainer", "torch")
+from vidgan.config import CHOICES
+
+ADAM_FORMS = CHOICES["train.adam"]
 
 
 def chainer_eps(eps: float, beta2: float, t: int) -> float:
