@@ -10,19 +10,22 @@ import numpy as np
 import torch
 
 
-def mean_cov(features) -> Tuple[np.ndarray, np.ndarray]:
+def mean_cov(features, ddof: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and covariance (D, D) of ``features`` (N, D), float64 numpy (what the
     statistics cache stores), computed on the features' device.
 
-    The covariance is the unbiased one (ddof 1), as ``numpy.cov`` in the official tgan2 FID.
+    ddof 1 (default) is the unbiased covariance, as ``numpy.cov`` in the official tgan2 FID;
+    FVD as StyleGAN-V computes it divides by N (ddof 0).
     """
     f = torch.as_tensor(features).to(torch.float64)
     if f.ndim != 2 or len(f) < 2:
         raise ValueError(f"mean_cov: expected features (N, D) with N >= 2, got shape "
                          f"{tuple(f.shape)}")
+    if ddof not in (0, 1):
+        raise ValueError(f"mean_cov: ddof={ddof}, expected 0 or 1")
     mu = f.mean(dim=0)
     centred = f - mu
-    return mu.cpu().numpy(), (centred.T @ centred / (len(f) - 1)).cpu().numpy()
+    return mu.cpu().numpy(), (centred.T @ centred / (len(f) - ddof)).cpu().numpy()
 
 
 def kl_to_uniform(counts: torch.Tensor) -> float:
