@@ -263,8 +263,8 @@ def test_foreign_key_is_named(tmp_path):
 
 def test_wrong_shape_is_named_with_the_expected_shape(tmp_path):
     path = save_variant(tmp_path, replace={"logits.conv3d.weight": torch.zeros(600, 1024, 1, 1, 1)})
-    with pytest.raises(ValueError, match=r"'logits\.conv3d\.weight' has shape \(600, 1024, 1, 1, 1\),"
-                                         r" expected \(400, 1024, 1, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"'logits\.conv3d\.weight' has shape \(600, 1024, 1, 1, "
+                                         r"1\), expected \(400, 1024, 1, 1, 1\)"):
         load_i3d(path)
 
 
@@ -272,10 +272,12 @@ def test_another_files_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.pt.*i3d_pretrained_400\.pt"):
         load_i3d(tmp_path / "nope.pt")
     torch.save({"format": "vidgan.c3d_ucf101", "state_dict": {}}, tmp_path / "c3d.pt")
-    with pytest.raises(ValueError, match=r"'vidgan\.c3d_ucf101' file, not 'vidgan\.i3d_kinetics400'"):
+    with pytest.raises(ValueError, match=r"'vidgan\.c3d_ucf101' file, not "
+                                         r"'vidgan\.i3d_kinetics400'"):
         load_i3d(tmp_path / "c3d.pt")
     torch.save({"G": {}}, tmp_path / "ckpt.pt")
-    with pytest.raises(ValueError, match=r"lacks 'Conv3d_1a_7x7\.conv3d\.weight'.*\(and 28\d more\)"):
+    with pytest.raises(ValueError,
+                       match=r"lacks 'Conv3d_1a_7x7\.conv3d\.weight'.*\(and 284 more\)"):
         load_i3d(tmp_path / "ckpt.pt")
     (tmp_path / "text.pt").write_text("not a torch file")
     with pytest.raises(ValueError, match=r"text\.pt could not be read"):
@@ -296,7 +298,8 @@ def test_converter_round_trip(release, tmp_path, capsys):
 
 
 def test_convert_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
-    code = convert_main(["--weights", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o.pt")])
+    code = convert_main(["--weights", str(tmp_path / "missing.pt"),
+                         "--out", str(tmp_path / "o.pt")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert "missing.pt" in err

@@ -28,12 +28,13 @@ Choices, each as the reference implementations make it:
   autocast and TF32 off, as C3D's does.
 
 **The batch-norm eps question.** The TF original uses Sonnet's BatchNorm, whose default eps is
-1e-3; the pytorch-i3d port used for ``i3d_pretrained_400.pt`` builds its BatchNorm3d with
-eps=1e-5 (VideoGPT, cd-fvd). The two give slightly different features, and the numbers papers
-report with ``i3d_pretrained_400.pt`` were computed with 1e-5, so that is the default here and
-``eps`` is a constructor argument. What eps StyleGAN-V's TorchScript detector uses is not
-verified: ``load_i3d`` reads it from the archive's graph (the constant eps of its
-``batch_norm`` calls) and otherwise asks the caller for it.
+1e-3, and so does piergiaj's pytorch-i3d; the copy of it that VideoGPT used for
+``i3d_pretrained_400.pt`` (and that cd-fvd ships) builds its BatchNorm3d with eps=1e-5. The
+two give slightly different features, and the numbers papers report with
+``i3d_pretrained_400.pt`` were computed with 1e-5, so that is the default here and ``eps`` is
+a constructor argument. What eps StyleGAN-V's TorchScript detector uses is not verified:
+``load_i3d`` reads it from the archive's graph (the constant eps of its ``batch_norm`` calls)
+and otherwise asks the caller for it.
 """
 from __future__ import annotations
 
@@ -327,8 +328,9 @@ def load_i3d(weights_path: str | Path, device: str | torch.device = "cpu",
         if eps is None and len(eps_values) != 1:
             shown = f"shows eps {sorted(eps_values)}" if eps_values else "shows no eps"
             raise ValueError(f"I3D weights file {path} is a TorchScript archive whose graph "
-                             f"{shown} for its batch norms: pass eps explicitly (1e-5 for a port "
-                             f"of i3d_pretrained_400.pt, 1e-3 for the TF original)")
+                             f"{shown} for its batch norms: pass eps explicitly "
+                             f"({EPS_PYTORCH_I3D:g} for a port of i3d_pretrained_400.pt, "
+                             f"{EPS_SONNET:g} for the TF original)")
         file_eps = eps_values.pop() if len(eps_values) == 1 else None
     else:
         try:
