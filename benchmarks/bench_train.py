@@ -133,7 +133,7 @@ def time_evaluation(config: str, overrides: List[str], device: torch.device, n_s
     """Wall seconds of the tgan2 protocol (``repeats`` x ``n_samples`` clips, IS + FID + DDM)
     with the config's generator and C3D at random weights (the speed does not depend on them)
     and real statistics from random features."""
-    from vidgan.evaluate import RealStats, generated_clips, run_protocol
+    from vidgan.metrics.evaluation import RealStats, generated_clips, run_protocol
     from vidgan.metrics import C3D
     from vidgan.models import build_generator
     from vidgan.metrics.stats import mean_cov

@@ -14,6 +14,13 @@ WIDTHS = ["model.resolution=64", "model.n_frames=8", "model.z_dim=8", "model.cls
           "train.head_gradients=false"]
 
 
+def widths_for(name: str) -> list:
+    """WIDTHS for the shipped config ``name``, without the keys its variant does not read (a
+    config error): the ConvLSTM's z_dim for a GRU config."""
+    gru = load_config(name).model.temporal == "gru"
+    return [o for o in WIDTHS if not (gru and o.startswith("model.z_dim"))]
+
+
 def tiny_config(*overrides):
     return load_config(str(BASE), list(overrides))
 

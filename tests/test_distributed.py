@@ -138,7 +138,7 @@ def _evaluate(rank, world, port, out):
     torch.set_num_threads(1)
     from tests.conftest import tiny_config
     from vidgan import distributed
-    from vidgan.evaluate import evaluate_generator
+    from vidgan.metrics.evaluation import evaluate_generator
     from vidgan.metrics import C3D
     from vidgan.models import build_generator
     distributed.init_from_env(torch.device("cpu"))

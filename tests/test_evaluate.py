@@ -12,8 +12,9 @@ from torch.nn import functional as F
 from tests.conftest import tiny_config
 from vidgan.checkpoint import rng_state, save_checkpoint
 from vidgan.config import to_dict
-from vidgan.evaluate import (classify, eval_dataset, evaluate_generator, generated_clips,
-                             load_real_stats, main, real_clips)
+from vidgan.evaluate import main
+from vidgan.metrics.evaluation import (eval_dataset, evaluate_generator, generated_clips,
+                                       load_real_stats, read_clips, real_clips)
 from vidgan.metrics import C3D, inception_score, load_c3d, mean_cov, save_c3d
 from vidgan.models import build_discriminator, build_generator
 from vidgan.train.ema import make_ema
@@ -108,7 +109,7 @@ def _numpy_scores(features, logits, mu, cov, test_logits):
 
 def test_scores_equal_the_numpy_implementation(cfg, c3d):
     """The statistics moved to torch on the features' device: same numbers."""
-    from vidgan.evaluate import RealStats
+    from vidgan.metrics.evaluation import RealStats
     G = build_generator(cfg)
     rng = np.random.default_rng(0)
     real = rng.normal(size=(12, 4096)) * rng.uniform(0.1, 2.0, 4096)
@@ -146,8 +147,8 @@ def test_real_stats_are_computed_once_then_read_from_the_cache(cfg, c3d):
     assert np.array_equal(again.mu, stats.mu) and np.array_equal(again.cov, stats.cov)
 
     # the cached statistics are those of one clip per video (clip seed = position)
-    features, _ = classify(c3d, real_clips(eval_dataset(cfg, "train"), [(0, 0), (1, 1)], 2),
-                           torch.device("cpu"))
+    features, _ = read_clips(real_clips(eval_dataset(cfg, "train"), [(0, 0), (1, 1)], 2),
+                             {"c3d": c3d}, ["c3d"], torch.device("cpu"))["c3d"]
     mu, cov = mean_cov(features)
     np.testing.assert_allclose(stats.mu, mu, rtol=1e-6)
     np.testing.assert_allclose(stats.cov, cov, rtol=1e-5, atol=1e-6 * np.abs(cov).max())
@@ -190,7 +191,7 @@ def test_cli_scores_real_clips(root16, c3d_pt, tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--c3d-weights", "{tmp}/missing.npz", "--c3d-mean", "{tmp}/mean2.npz"], "missing.npz"),
-    (["--c3d-weights", "{pt}", "--metrics", "is,kid"], "--metrics is,kid"),
+    (["--c3d-weights", "{pt}", "--metrics", "is,kid"], "unknown ['kid']; known metrics: ddm"),
     (["--c3d-weights", "{pt}", "--n-samples", "0"], "--n-samples=0"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(checkpoint, c3d_pt, tmp_path, capsys, args,
@@ -247,7 +248,7 @@ def test_in_training_evaluation_logs_scores(cfg, c3d_pt, tmp_path):
     (is_event,) = events.Scalars("eval/is")
     assert is_event.step == 2 and 1.0 <= is_event.value <= 101.0
     # the logged IS is the score of the EMA generator's clips for seed train.seed + step
-    again = evaluate_generator(trainer.G_ema, trainer.c3d, metrics=["is"], n_samples=4,
+    again = evaluate_generator(trainer.G_ema, trainer.classifiers, metrics=["is"], n_samples=4,
                                batch_size=4, device="cpu", seed=cfg.train.seed + 2)
     assert again["is"] == pytest.approx(is_event.value, rel=1e-5)
 
@@ -259,7 +260,7 @@ def test_training_without_c3d_weights_warns_once(cfg, tmp_path, capsys):
     data = to_dict(cfg)
     data["train"].update(out_dir=str(tmp_path / "run"))
     trainer = Trainer(config_from_dict(data))
-    assert trainer.c3d is None
+    assert "c3d" not in trainer.classifiers
     assert capsys.readouterr().out.count("eval.c3d_weights is not set") == 1
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import WIDTHS
+from tests.conftest import widths_for
 from vidgan.config import load_config
 from vidgan.data.modes import (COLOURS, DIRECTIONS, N_MODES, SHAPES, dataset_clips, mode_factors,
                                mode_id, mode_name, render_clip, write_dataset)
@@ -179,7 +179,8 @@ MODES_CONFIGS = ["modes_st4", "modes_3d2d", "modes_memory", "modes_mocogan"]
 
 
 def _modes_config(name, root, out, *extra):
-    tiny = [o for o in WIDTHS if not o.startswith(("model.n_frames", "model.resolution"))]
+    tiny = [o for o in widths_for(name)
+            if not o.startswith(("model.n_frames", "model.resolution"))]
     return load_config(name, tiny + [f"data.root={root}", f"train.out_dir={out}",
                                      "eval.sample_interval=0", "eval.n_samples=8",
                                      "eval.batch_size=8", *extra])
@@ -195,7 +196,7 @@ def test_modes_configs_train_three_iterations_and_log_the_scores(tmp_path, modes
     assert cfg.data.dataset == "modes" and cfg.model.n_frames == 16
     assert cfg.model.resolution == 32  # as shipped
     trainer = Trainer(cfg)
-    assert len(trainer.dataset) == N_MODES and trainer.c3d is None
+    assert len(trainer.dataset) == N_MODES and "c3d" not in trainer.classifiers
     trainer.run()
     events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
     tags = set(events.Tags()["scalars"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, WIDTHS, tiny_config
+from tests.conftest import TINY, WIDTHS, tiny_config, widths_for
 from vidgan.checkpoint import list_checkpoints, load_checkpoint
 from vidgan.config import config_from_dict, load_config
 from vidgan.train import NonFiniteLossError, Trainer
@@ -210,8 +210,9 @@ def test_decode_failures_during_training_are_counted_then_stop(tmp_path):
 @pytest.mark.parametrize("name", ["ucf101_single3d", "ucf101_3d2d", "ucf101_mocogan",
                                   "demo_mocogan", "demo_memory", "ucf101_st4_memory"])
 def test_new_configs_train_three_iterations(tmp_path, synthetic_root, name):
-    cfg = load_config(name, WIDTHS + [f"data.root={synthetic_root}", "data.dataset=folder",
-                                    f"train.out_dir={tmp_path}", "train.iterations=3"])
+    cfg = load_config(name, widths_for(name) + [f"data.root={synthetic_root}",
+                                                "data.dataset=folder", f"train.out_dir={tmp_path}",
+                                                "train.iterations=3"])
     trainer = Trainer(cfg)
     batches = iter(trainer.loader)
     for _ in range(3):
@@ -234,7 +235,8 @@ def test_new_ucf101_configs_start_on_a_ucf101_tree(tmp_path, name, key, value):
     root, _ = _ucf_tree(tmp_path)
     out = tmp_path / "run"
     cmd = [sys.executable, "train.py", "--config", f"{name}.yaml", f"data.root={root}",
-           *WIDTHS, "data.max_bad_fraction=0.5", "train.iterations=2", f"train.out_dir={out}"]
+           *widths_for(name), "data.max_bad_fraction=0.5", "train.iterations=2",
+           f"train.out_dir={out}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = load_checkpoint(list_checkpoints(out)[-1])

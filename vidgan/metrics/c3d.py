@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vidgan.metrics.registry import Reader
+
 N_FRAMES = 16  # C3D sees 16-frame clips
 SIZE = 112  # frames are resized to 112x112 (docs/FIDELITY.md, Evaluation)
 MEAN_CROP = slice(8, 8 + SIZE)  # the official code slices mean[:, :, 8:120, 8:120]
@@ -229,3 +231,12 @@ def load_c3d(weights_path: str | Path, mean_path: Optional[str | Path] = None,
                          f"wrong shape (expected {tuple(expected[bad[0]].shape)})")
     model.load_state_dict(state)
     return model.to(device).eval().requires_grad_(False)
+
+
+def _cat_reads(reads):
+    features, logits = zip(*reads)
+    return torch.cat(features), torch.cat(logits)
+
+
+# The registry's reader (vidgan.metrics.registry): fc7 features and logits, left on the device
+READERS = (Reader("c3d", "c3d", read=lambda x, c3d: c3d.extract(x), cat=_cat_reads),)

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from vidgan.metrics.registry import Metric, Reference
+
 
 def ddm(test_logits, gen_logits) -> float:
     """Eq. 3.4 for test embeddings (|T|, K) and generated embeddings (|G|, K), float64.
@@ -27,3 +29,18 @@ def ddm(test_logits, gen_logits) -> float:
     half_sq = (torch.cdist(t, g) ** 2) / 2  # D(t, g), (|T|, |G|)
     log_mean = torch.logsumexp(-half_sq, dim=1) - math.log(len(g))
     return float(-log_mean.mean())
+
+
+# the test split's logits, one clip per video (Basart 2017 compares with the test set)
+C3D_TEST = Reference("c3d_test_logits", "test", None,
+                     reduce=lambda reads: {"logits": reads[1].float().cpu().numpy()})
+
+
+def _score(reads, reference, options) -> dict:
+    logits = reads[1]
+    return {"ddm": ddm(torch.as_tensor(reference["logits"]).to(logits.device), logits)}
+
+
+METRICS = (Metric("ddm", "c3d", _score, n_frames=16, reference=C3D_TEST,
+                  weights="C3D: conv3d_deepnetA_ucf.npz + mean2.npz (TGANv2 release)",
+                  comparable="the DDM thesis's numbers (C3D logits against the test split)"),)

@@ -20,6 +20,9 @@ from typing import Optional
 
 import torch
 
+from vidgan.metrics.registry import Metric, Reference
+from vidgan.metrics.stats import mean_cov
+
 
 def as_float64(x, device: Optional[torch.device] = None) -> torch.Tensor:
     """A numpy array or tensor as a float64 tensor (on ``device``, else where it is)."""
@@ -88,3 +91,22 @@ def frechet_distance_to_features(mu, cov, features) -> float:
     trace_f = (a * a).sum() / (n - 1)
     tr_sqrt = _sum_sqrt_eigvals(a @ cov @ a.T / (n - 1))
     return float(((mu - mu_f) ** 2).sum() + cov.trace() + trace_f - 2.0 * tr_sqrt)
+
+
+def _gaussian(reads) -> dict:
+    """The real clips' fc7 Gaussian (ddof 1, as the official tgan2 FID)."""
+    mu, cov = mean_cov(reads[0])
+    return {"mu": mu, "cov": cov}
+
+
+# one clip per video of the training split (docs/FIDELITY.md, Evaluation)
+C3D_TRAIN = Reference("c3d_train_fc7", "train", None, reduce=_gaussian)
+
+
+def _score(reads, reference, options) -> dict:
+    return {"fid": frechet_distance_to_features(reference["mu"], reference["cov"], reads[0])}
+
+
+METRICS = (Metric("fid", "c3d", _score, n_frames=16, reference=C3D_TRAIN,
+                  weights="C3D: conv3d_deepnetA_ucf.npz + mean2.npz (TGANv2 release)",
+                  comparable="TGANv2's C3D FID on UCF101 (fc7 against the training split)"),)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from vidgan.metrics.fid import as_float64, frechet_distance
+from vidgan.metrics.registry import Metric, Reference
 from vidgan.metrics.stats import mean_cov
 
 # StyleGAN-V's covariance (ddof 0); VideoGPT/DIGAN's is ddof 1
@@ -60,3 +61,38 @@ def kvd(real, fake) -> float:
     xx = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
     yy = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
     return float(xx + yy - 2 * polynomial_kernel(x, y).sum() / (m * n))
+
+
+def _features(reads) -> dict:
+    return {"features": reads.float().cpu().numpy()}
+
+
+def i3d_reference(n_frames: int) -> Reference:
+    """StyleGAN-V's real clips: the first 2048 videos of the training data in sorted order
+    (all of them if fewer), one clip of ``n_frames`` consecutive frames each at a uniformly
+    random start (seeded by the video's position, so the cached features are reproducible;
+    StyleGAN-V draws them unseeded once and caches them); videos shorter than the clip are
+    left out."""
+    return Reference(f"i3d_{n_frames}f_first2048", None, 2048, reduce=_features,
+                     videos="first")
+
+
+def _named(name: str, score):
+    return lambda reads, reference, options: {name: score(reference["features"], reads)}
+
+
+I3D_WEIGHTS = "I3D: i3d_pretrained_400.pt (VideoGPT/TATS/DIGAN) or StyleGAN-V's i3d_torchscript.pt"
+METRICS = tuple(
+    Metric(name, "i3d", _named(name, fn), n_frames=frames, reference=i3d_reference(frames),
+           n_samples=n, weights=I3D_WEIGHTS, comparable=comparable)
+    for name, fn, frames, n, comparable in (
+        ("fvd2048_16f", fvd, 16, 2048, "StyleGAN-V, DIGAN, Latte FVD_16 tables (2048 clips of "
+                                       "16 frames against 2048 real clips)"),
+        ("fvd2048_128f", fvd, 128, 2048, "StyleGAN-V's FVD_128 (128-frame clips)"),
+        ("kvd2048_16f", kvd, 16, 2048, "DIGAN's KVD (polynomial-kernel MMD on the FVD_16 "
+                                       "features)"),
+        # the in-training variant: 8x fewer generated clips, same real reference; FVD grows as
+        # the clips fall (the covariance estimate's bias), so it is comparable only with itself
+        ("fvd256_16f", fvd, 16, 256, "none: an in-training estimate, comparable only with "
+                                     "fvd256_16f of other runs"),
+    ))

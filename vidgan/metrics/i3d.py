@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vidgan.metrics.c3d import _no_tf32
+from vidgan.metrics.registry import Reader
 
 SIZE = 224  # I3D sees 224x224 frames
 MIN_FRAMES = 9  # T: 9 -> 5 (Conv3d_1a) -> 3 (MaxPool3d_4a) -> 2 (MaxPool3d_5a) -> 1 (avg pool)
@@ -354,3 +355,13 @@ def load_i3d(weights_path: str | Path, device: str | torch.device = "cpu",
     full = {k: state[k] if k in state else torch.tensor(0) for k in expected}
     model.load_state_dict(full)
     return model.to(device).eval().requires_grad_(False)
+
+
+def _read(x: torch.Tensor, i3d: I3D) -> torch.Tensor:
+    """I3D features of generated or real clips in [-1, 1]: quantised to uint8 as StyleGAN-V
+    does (every reference implementation feeds uint8), resized to 224x224, then I3D."""
+    return i3d(preprocess(to_uint8(x)))
+
+
+# The registry's reader (vidgan.metrics.registry): 400-d features, left on the device
+READERS = (Reader("i3d", "i3d", read=_read, cat=torch.cat),)

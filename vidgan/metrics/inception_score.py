@@ -4,6 +4,9 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
+from torch.nn import functional as F
+
+from vidgan.metrics.registry import Metric
 
 
 def inception_score(probs, splits: int = 1, eps: float = 1e-20) -> Tuple[float, float]:
@@ -24,3 +27,16 @@ def inception_score(probs, splits: int = 1, eps: float = 1e-20) -> Tuple[float, 
         kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
         scores[i] = np.exp(kl.sum(axis=1).mean())
     return float(scores.mean()), float(scores.std())
+
+
+def _score(reads, reference, options) -> dict:
+    """The C3D IS of the generated clips: softmax in fp32, then float64, as the official
+    tgan2 code."""
+    probs = F.softmax(reads[1].float(), dim=1).double().cpu().numpy()
+    return {"is": inception_score(probs, splits=options.get("splits", 1))[0]}
+
+
+METRICS = (Metric("is", "c3d", _score, n_frames=16,
+                  weights="C3D: conv3d_deepnetA_ucf.npz + mean2.npz (TGANv2 release)",
+                  comparable="UCF101 IS of TGAN, MoCoGAN, TGANv2 (tgan2 protocol: 2048 clips "
+                             "x 10 repeats)"),)

@@ -32,7 +32,9 @@ import torch
 
 from vidgan.data.modes import DIRECTIONS, HUES, N_MODES, SHAPES, mode_factors, mode_id
 from vidgan.metrics.objects import hsv, measure_objects
+from vidgan.metrics.registry import Metric, Reader
 from vidgan.metrics.stats import kl_to_uniform
+from vidgan.video_io import to_uint8
 
 AREA = (0.02, 0.20)  # object area as a fraction of the frame
 # Lower bounds of the fill classes and the triangle's centroid offset (in box heights), set
@@ -211,3 +213,13 @@ def mode_scores(mode: torch.Tensor, n_modes: int = N_MODES,
                         if len(values) else 0.0,
                         f"modes_{name}_covered": covered, f"modes_{name}_kl": kl})
     return out
+
+
+def _score(reads: ModePredictions, reference, options) -> Dict[str, float]:
+    return mode_scores(reads.mode, reason=reads.reason, factors=reads)
+
+
+READERS = (Reader("modes", None, read=lambda x, _: classify_modes(to_uint8(x)),
+                  cat=ModePredictions.cat),)
+METRICS = (Metric("modes", "modes", _score, weights="none (analytic)",
+                  comparable="vidgan's modes dataset only (docs/BENCHMARKS.md)"),)

@@ -26,7 +26,9 @@ import torch
 
 from vidgan.data.synthetic import CLASSES
 from vidgan.metrics.objects import measure_objects
+from vidgan.metrics.registry import Metric, Reader, Reference
 from vidgan.metrics.stats import kl_to_uniform
+from vidgan.video_io import to_uint8
 
 AREA = (0.02, 0.25)  # object area as a fraction of the frame
 SIZE_CHANGE = 1.6  # largest / smallest area of the object over the clip
@@ -147,3 +149,15 @@ def report(scores: Dict[str, float], reference: Optional[Dict[str, float]],
         lines.append(f"  {'share of ' + name:<52} {cell(scores, key, '{:.2f}'):>8} "
                      f"{cell(reference, key, '{:.2f}'):>10}")
     return "\n".join(lines)
+
+
+READERS = (Reader("synthetic", None, read=lambda x, _: read_synthetic(to_uint8(x)),
+                  cat=SyntheticReading.cat),)
+# the scores of 256 random real training clips (seconds to read: not cached); the colour
+# spread and motion of generated clips are reported as ratios to them
+REAL_CLIPS = Reference("synthetic_train_256", "train", 256, reduce=synthetic_scores,
+                       videos="random", cache=False, optional=True)
+METRICS = (Metric("synthetic", "synthetic",
+                  lambda reads, reference, options: synthetic_scores(reads, reference),
+                  reference=REAL_CLIPS, weights="none (analytic)",
+                  comparable="the CPU demo's data only (docs/DEMO.md)"),)

@@ -16,11 +16,12 @@ from tqdm import tqdm
 from vidgan import distributed, signals
 from vidgan.checkpoint import (checkpoint_path, checkpoint_step, load_checkpoint, rng_state,
                                save_checkpoint, set_rng_state)
-from vidgan.config import (BEHAVIOUR_ONLY_MODEL_KEYS, C3D_METRICS, Config, ModelConfig,
+from vidgan.config import (BEHAVIOUR_ONLY_MODEL_KEYS, Config, ConfigError, ModelConfig,
                            changed_settings, config_from_dict, parent_dict, to_dict)
 from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
                          summarize_excluded)
 from vidgan.device import resolve_device
+from vidgan.metrics.registry import check_metric_names, classifiers_needed
 from vidgan.models import build_discriminator, build_generator, link_memory
 from vidgan.train.ema import make_ema, update_ema
 from vidgan.train.logs import (Writer, add_gif, add_scalars, averaged, open_writer,
@@ -120,34 +121,45 @@ class Trainer:
         if cfg.model.n_classes and len(self.dataset.classes) > cfg.model.n_classes:
             raise ValueError(f"model.n_classes={cfg.model.n_classes} but data.root "
                              f"'{cfg.data.root}' has {len(self.dataset.classes)} classes")
-        self.c3d, self.real_stats = self._load_c3d(), None
+        self.classifiers, self.real_stats = self._load_classifiers(), None
         self.last_scores: Optional[Tuple[int, Dict[str, float]]] = None  # (step, scores)
-        # what the in-training evaluation scores: C3D metrics only with the weights loaded
+        # what the in-training evaluation scores: metrics whose classifier is loaded
         self.eval_metrics = [m for m in cfg.eval.metrics
-                             if m not in C3D_METRICS or self.c3d is not None]
+                             if all(c in self.classifiers for c in classifiers_needed([m]))]
         samples_per_step = t.n_dis * t.batch_size
         self.loader = build_loader(self.dataset, cfg, start_sample=self.step * samples_per_step)
         self.amp = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if t.amp == "bf16" else contextlib.nullcontext())
 
-    def _load_c3d(self):
-        """The C3D classifier for in-training scores, or None: when no C3D metric is asked
-        for, or (with one warning) when its weights are not set.
+    def _load_classifiers(self) -> dict:
+        """The classifiers (C3D, I3D) the in-training metrics need, by registry name; one
+        whose weights are not set is left out with one warning, and its metrics are off.
 
         Loaded now, so a wrong path fails at start-up rather than at the first evaluation.
         """
         ev = self.cfg.eval
-        wanted = [m for m in ev.metrics if m in C3D_METRICS]
-        if not wanted:
-            return None
-        if not ev.c3d_weights:
-            tqdm.write("warning: eval.c3d_weights is not set, so the in-training C3D scores "
-                       f"({', '.join(wanted)}) are off; set eval.c3d_weights (and "
-                       "eval.c3d_mean for the release npz) to log them every eval.interval "
-                       "iterations")
-            return None
-        from vidgan.metrics import load_c3d
-        return load_c3d(ev.c3d_weights, ev.c3d_mean or None, device=self.device)
+        try:
+            check_metric_names(ev.metrics, "eval.metrics") if ev.metrics else None
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        out = {}
+        for name, weights in (("c3d", ev.c3d_weights), ("i3d", ev.i3d_weights)):
+            wanted = [m for m in ev.metrics if name in classifiers_needed([m])]
+            if not wanted:
+                continue
+            if not weights:
+                tqdm.write(f"warning: eval.{name}_weights is not set, so the in-training "
+                           f"{name.upper()} scores ({', '.join(wanted)}) are off; set "
+                           f"eval.{name}_weights{' (and eval.c3d_mean for the release npz)' if name == 'c3d' else ''} "
+                           "to log them every eval.interval iterations")
+                continue
+            if name == "c3d":
+                from vidgan.metrics import load_c3d
+                out[name] = load_c3d(weights, ev.c3d_mean or None, device=self.device)
+            else:
+                from vidgan.metrics.i3d import load_i3d
+                out[name] = load_i3d(weights, device=self.device)
+        return out
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -402,19 +414,19 @@ class Trainer:
         logged as eval/<metric> (eval/modes_covered, ... for the modes metric). Real
         statistics are computed (or read from the cache) once. Under torchrun every process
         renders its share of the clips and gets the scores of all (``evaluate_generator``)."""
-        from vidgan.evaluate import eval_frames, evaluate_generator, load_real_stats
+        from vidgan.metrics.evaluation import evaluate_generator, load_real_stats
 
         ev = self.cfg.eval
         if self.real_stats is None:
             with distributed.main_first():  # rank 0 fills the statistics cache
-                self.real_stats = load_real_stats(self.cfg, self.c3d, self.eval_metrics,
+                self.real_stats = load_real_stats(self.cfg, self.classifiers, self.eval_metrics,
                                                   device=self.device, batch_size=ev.batch_size,
                                                   progress=self.main)
-        scores = evaluate_generator(self.G_ema, self.c3d, metrics=self.eval_metrics,
+        scores = evaluate_generator(self.G_ema, self.classifiers, metrics=self.eval_metrics,
                                     n_samples=ev.n_samples, batch_size=ev.batch_size,
                                     device=self.device, seed=self.cfg.train.seed + self.step,
                                     real_stats=self.real_stats,
-                                    n_frames=eval_frames(self.cfg, self.eval_metrics))
+                                    n_frames=self.cfg.model.n_frames)
         self.last_scores = (self.step, scores)
         for name, value in scores.items():
             writer.add_scalar(f"eval/{name}", value, self.step)
