@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything issues 13 (GPU speed) and 14 (torchrun) measure on a GPU, in stages that each fit
-# one device-tool command (10 minutes), for the first session that is lent a GPU:
+# What vidgan measures on a GPU (training speed, evaluation cost, torchrun), in stages that each
+# fit one device-tool command (10 minutes), for the first session that is lent a GPU:
 #
 #   bash benchmarks/gpu_session.sh speed    # st4, st2 x fp32/bf16 x fast/plain convs, batch 32
 #   bash benchmarks/gpu_session.sh naive    # naive at batch 32, and its largest batch
@@ -8,7 +8,8 @@
 #                                           # and without the per-phase isfinite host sync
 #   bash benchmarks/gpu_session.sh eval     # the tgan2 evaluation protocol's wall time
 #   bash benchmarks/gpu_session.sh ddp      # torchrun --nproc_per_node=1 against python
-#   bash benchmarks/gpu_session.sh tests    # the test suite on the CUDA machine (issue 13 item 8)
+#   bash benchmarks/gpu_session.sh fvd      # I3D throughput: what fvd2048_16f / _128f cost
+#   bash benchmarks/gpu_session.sh tests    # the test suite on the CUDA machine
 #
 # Several stages in one call: `bash benchmarks/gpu_session.sh eval ddp`. Each stage's output
 # also goes to ${OUT:-runs/gpu_session}/<stage>.txt (the device tool returns $OUT). BATCH and
@@ -39,15 +40,19 @@ stage() {
                 bench --configs ucf101_st4,ucf101_st2 --amp bf16 --conv fast --no-finite-check ;;
         eval) bench --configs ucf101_st4 --amp bf16 --conv fast --iterations 1 --warmup 0 \
                   --eval-protocol "${eval_args[@]}" ;;
-        ddp) # The same cell under torchrun with one process, then plain (issue 14's record).
+        ddp) # The same cell under torchrun with one process, then plain.
              echo "-- torchrun --standalone --nproc_per_node=1"
              "$py" -m torch.distributed.run --standalone --nproc_per_node=1 \
                  -m benchmarks.bench_train "${iters[@]}" --batch "$batch" \
                  --configs ucf101_st4 --amp bf16 --conv fast "${extra[@]}"
              echo "-- python"
              bench --configs ucf101_st4 --amp bf16 --conv fast ;;
+        fvd) "$py" benchmarks/bench_i3d.py --device cuda --batch 16 --iters 5 --size 128
+             "$py" benchmarks/bench_i3d.py --device cuda --batch 2 --iters 3 --size 128 \
+                 --frames 128 ;;
         tests) "$py" -m pytest -q -p no:cacheprovider ;;
-        *) echo "unknown stage '$1': speed, naive, layout, eval, ddp or tests" >&2; return 2 ;;
+        *) echo "unknown stage '$1': speed, naive, layout, eval, ddp, fvd or tests" >&2
+           return 2 ;;
     esac
 }
 
