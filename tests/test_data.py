@@ -121,6 +121,34 @@ def test_manifest_is_read_not_reprobed_and_invalidated_by_changes(ucf_tree, tmp_
     assert json.loads(path.read_text())["entries"][rel]["frames"] == N_SRC
 
 
+def _probe_aborting_on(path, label=""):
+    """probe_video, except that it aborts its process on the file named in
+    VIDGAN_TEST_ABORT: what libavcodec does on some corrupt streams (a failed assertion)."""
+    from vidgan.data import manifest
+    if Path(path).name == os.environ["VIDGAN_TEST_ABORT"]:
+        import faulthandler
+        faulthandler.disable()  # pytest's handler would print the dying child's stack
+        os.abort()
+    return manifest._probe_video_unpatched(path, label)
+
+
+def test_a_probe_that_aborts_its_process_marks_only_that_file_damaged(ucf_tree, tmp_path,
+                                                                       monkeypatch):
+    from vidgan.data import manifest
+    root = ucf_tree["folders"]
+    files = {str(p.relative_to(root)): p.parent.name for p in sorted(root.rglob("*.avi"))}
+    bad = sorted(files)[1]
+    monkeypatch.setenv("VIDGAN_TEST_ABORT", Path(bad).name)
+    monkeypatch.setattr(manifest, "_probe_video_unpatched", manifest.probe_video, raising=False)
+    monkeypatch.setattr(manifest, "probe_video", _probe_aborting_on)
+    entries = manifest.index_videos(root, files, tmp_path / "manifest.json", workers=2,
+                                    progress=False).entries
+    assert entries[bad].error == ("damaged: the decoder crashed the process that read it "
+                                  "(signal 6)")
+    assert all(not entries[rel].error and entries[rel].frames == N_SRC
+               for rel in files if rel != bad)
+
+
 def corrupt_keeping_stat(path):
     """Overwrite with garbage of the same size and mtime: the manifest still trusts it."""
     st = os.stat(path)

@@ -11,11 +11,13 @@ neither probed again nor read during training.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 from tqdm import tqdm
 
@@ -164,8 +166,9 @@ def index_videos(root: str | Path, files: Dict[str, str], manifest_path: str | P
     """Bring the manifest up to date for ``files`` ({relative path: label}), probing in parallel
     only what is new or changed, and save it. Files that no longer exist are left out.
 
-    Threads suffice: decord and PyAV release the GIL while they demux and decode. Every reader
-    is closed before this returns, so DataLoader workers forked later inherit none.
+    Probes run in worker processes: on some corrupt streams libavcodec fails an assertion
+    and aborts the process that decodes, which must be a worker and not the run. Every
+    reader is closed (and every worker gone) before this returns.
     """
     root = Path(root)
     manifest = Manifest.load(manifest_path)
@@ -173,10 +176,60 @@ def index_videos(root: str | Path, files: Dict[str, str], manifest_path: str | P
     if not todo:
         return manifest
     workers = workers or min(32, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda rel: probe_video(root / rel, files[rel]), todo)
-        for rel, info in tqdm(zip(todo, results), total=len(todo), desc=f"indexing {root}",
-                              disable=not progress, dynamic_ncols=True):
+    with tqdm(total=len(todo), desc=f"indexing {root}", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for rel, info in probe_isolated(root, files, todo, workers, bar.update):
             manifest.entries[rel] = info
     manifest.save()
     return manifest
+
+
+def probe_isolated(root: Path, files: Dict[str, str], todo: List[str], workers: int,
+                   done=lambda n: None):
+    """(relative path, VideoInfo) for each of ``todo``, probed in ``workers`` forked
+    processes. When a probe kills its worker (the pool breaks), every file without a result
+    is probed again alone in a process of its own, and one that kills that process too is
+    recorded as damaged, with the signal, and never opened again."""
+    context = multiprocessing.get_context("fork")
+    left = list(todo)
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
+                                 mp_context=context) as pool:
+            futures = {pool.submit(probe_video, root / rel, files[rel]): rel for rel in todo}
+            for future in as_completed(futures):
+                rel = futures[future]
+                yield rel, future.result()
+                left.remove(rel)
+                done(1)
+    except BrokenProcessPool:
+        pass
+    for rel in left:
+        yield rel, _probe_alone(root / rel, files[rel], context)
+        done(1)
+
+
+def _probe_in_child(connection, path: Path, label: str) -> None:
+    connection.send(probe_video(path, label))
+    connection.close()
+
+
+def _probe_alone(path: Path, label: str, context) -> VideoInfo:
+    """``probe_video`` in a process of its own; a probe that kills it makes the file
+    "damaged: the decoder crashed"."""
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_probe_in_child, args=(send, path, label), daemon=True)
+    child.start()
+    send.close()
+    try:
+        info = receive.recv()
+    except EOFError:  # the child died before it sent anything
+        info = None
+    child.join()
+    receive.close()
+    if info is not None:
+        return info
+    stat = path.stat()
+    code = child.exitcode
+    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    return VideoInfo(size=stat.st_size, mtime_ns=stat.st_mtime_ns, label=label,
+                     error=f"damaged: the decoder crashed the process that read it ({how})")
