@@ -131,7 +131,7 @@ class DataConfig:
     # differ by ~1/255 on average. pyav makes 1.3-1.4x decord's clips per core.
     decoder: str = "pyav"
     manifest: str = ""  # video index file; "" = <root>/vidgan_manifest.json
-    index_workers: int = 0  # parallel probes when indexing; 0 = CPU count
+    index_workers: int = 0  # worker processes probing videos when indexing; 0 = CPU count
     # Stop when more than this fraction of the videos is unusable (at indexing, or failing
     # to decode during training); single bad files are skipped and reported.
     max_bad_fraction: float = 0.05
