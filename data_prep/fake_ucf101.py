@@ -17,8 +17,8 @@ from typing import Dict, Sequence
 import numpy as np
 
 CLASSES = ("ApplyEyeMakeup", "BaseballPitch", "HandstandPushups", "YoYo")
-# The kinds of bad file a dataset must survive (issue: zero-byte, non-video, truncated, too
-# short, listed-but-missing, odd-sized).
+# The kinds of bad file a dataset must survive: zero-byte, non-video, truncated, too short,
+# listed-but-missing, odd-sized.
 BAD_KINDS = ("empty", "not_video", "truncated", "too_short", "missing", "odd_size")
 
 

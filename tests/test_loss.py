@@ -71,7 +71,7 @@ def test_unknown_combine_rejected():
 
 # ------------------------------------------------------------ heads and phases (composition)
 class CountingHead(torch.nn.Module):
-    """A stateful head as a user (or the memory issue) adds one: logits from the mean pixel,
+    """A stateful head as a user (or the memory head) adds one: logits from the mean pixel,
     its logits as aux, an extra term on the fake logits, and a count of the real and fake
     videos of every applied D step as its state."""
 

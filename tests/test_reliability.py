@@ -1,4 +1,4 @@
-"""A training run never loses work: one test per event of the reliability issue, each
+"""A training run never loses work: one test per event that could lose it, each
 asserting what the user gets (files on disk, exit code, the one-line message, where
 ``--resume`` continues)."""
 import os
