@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from vidgan.config import ConfigError, config_from_dict, load_config, to_dict
@@ -183,3 +185,10 @@ def test_every_allowed_value_is_explained_beside_its_field():
         comment = _field_comment(classes[section], field)
         missing = [v for v in allowed if not re.search(rf"\b{re.escape(v)}\b", comment)]
         assert not missing, f"{key}: the comment beside the field does not name {missing}"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "configs")
+                                        .glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads(path):
+    """No shipped config sets a key its variant does not read, or any other bad value."""
+    load_config(str(path))
