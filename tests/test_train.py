@@ -268,7 +268,8 @@ def test_a_checkpoint_from_before_heads_and_phases_still_resumes(tmp_path, synth
                           env={**os.environ, "PYTHONPATH": str(old)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = load_checkpoint(list_checkpoints(run)[-1])
-    resumed = Trainer(tiny_config(*args, "train.iterations=4"), resume=True)
+    with pytest.warns(UserWarning, match="model.discriminator=multi3d is no longer a setting"):
+        resumed = Trainer(tiny_config(*args, "train.iterations=4"), resume=True)
     assert resumed.step == 2
     for k, v in before["D"].items():  # every old key landed in today's modules
         assert torch.equal(resumed.D.state_dict()[k], v), k
