@@ -1,3 +1,4 @@
+import socket
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,30 @@ def widths_for(name: str) -> list:
     config error): the ConvLSTM's z_dim for a GRU config."""
     gru = load_config(name).model.temporal == "gru"
     return [o for o in WIDTHS if not (gru and o.startswith("model.z_dim"))]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, for a gloo process group of the tests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_untrained_checkpoint(cfg, out_dir, step: int = 5) -> Path:
+    """A checkpoint of freshly built networks (seed 0) for ``cfg``, as training writes it."""
+    import torch
+
+    from vidgan.checkpoint import rng_state, save_checkpoint
+    from vidgan.config import to_dict
+    from vidgan.models import build_discriminator, build_generator
+    from vidgan.train.ema import make_ema
+    torch.manual_seed(0)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    state = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": make_ema(G).state_dict(),
+             "opt_G": torch.optim.Adam(G.parameters()).state_dict(),
+             "opt_D": torch.optim.Adam(D.parameters()).state_dict(), "step": step,
+             "config": to_dict(cfg), "rng": rng_state(), "classes": []}
+    return save_checkpoint(state, out_dir, step=step, keep=1)
 
 
 def tiny_config(*overrides):

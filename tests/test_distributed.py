@@ -1,6 +1,5 @@
 """torchrun: N processes are the same experiment as one, on the CPU with gloo."""
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,16 +8,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import BASE, TINY
+from tests.conftest import BASE, TINY, free_port
 from vidgan.data.clips import ClipSampler
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _overrides(root, out_dir, *extra):
@@ -51,7 +44,7 @@ def _train_float64(rank, world, port, base, overrides, out, steps):
 def _run_float64(world, root, tmp, *extra, steps=3):
     out = tmp / f"world{world}"
     out.mkdir(parents=True)
-    mp.spawn(_train_float64, args=(world, _free_port(), str(BASE),
+    mp.spawn(_train_float64, args=(world, free_port(), str(BASE),
                                    _overrides(root, out / "run", *extra), out, steps),
              nprocs=world)
     return [torch.load(out / f"rank{r}.pt") for r in range(world)]
@@ -158,7 +151,7 @@ def test_evaluation_scores_equal_across_world_sizes(tmp_path):
     """5 clips in batches of 2: rank 0 renders batches 0 and 2, rank 1 batch 1; both get the
     scores of all 5, equal to one process's."""
     for world in (1, 2):
-        mp.spawn(_evaluate, args=(world, _free_port(), tmp_path), nprocs=world)
+        mp.spawn(_evaluate, args=(world, free_port(), tmp_path), nprocs=world)
     one = torch.load(tmp_path / "world1_rank0.pt")
     assert one.pop("order") == [0, 1, 2, 3, 4]
     assert "is" in one and "modes_valid" in one and "synthetic_coherent" in one

@@ -9,15 +9,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tests.conftest import tiny_config
-from vidgan.checkpoint import rng_state, save_checkpoint
+from tests.conftest import save_untrained_checkpoint, tiny_config
 from vidgan.config import to_dict
 from vidgan.evaluate import main
 from vidgan.metrics.evaluation import (eval_dataset, evaluate_generator, generated_clips,
                                        load_real_stats, read_clips, real_clips)
 from vidgan.metrics import C3D, inception_score, load_c3d, mean_cov, save_c3d
-from vidgan.models import build_discriminator, build_generator
-from vidgan.train.ema import make_ema
+from vidgan.models import build_generator
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +52,7 @@ def cfg(root16, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def checkpoint(cfg, tmp_path_factory):
-    torch.manual_seed(0)
-    G, D = build_generator(cfg), build_discriminator(cfg)
-    state = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": make_ema(G).state_dict(),
-             "opt_G": torch.optim.Adam(G.parameters()).state_dict(),
-             "opt_D": torch.optim.Adam(D.parameters()).state_dict(), "step": 5,
-             "config": to_dict(cfg), "rng": rng_state(), "classes": []}
-    return save_checkpoint(state, tmp_path_factory.mktemp("run"), step=5, keep=1)
+    return save_untrained_checkpoint(cfg, tmp_path_factory.mktemp("run"))
 
 
 # ------------------------------------------------------------------ sampling

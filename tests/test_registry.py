@@ -4,7 +4,6 @@ equal to 1. I3D runs at its real 224x224 size, so the clip counts are tiny."""
 import json
 import os
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import tiny_config
-from vidgan.checkpoint import rng_state, save_checkpoint
-from vidgan.config import to_dict
+from tests.conftest import free_port, save_untrained_checkpoint, tiny_config
+from vidgan.checkpoint import load_generator
 from vidgan.metrics.fvd import _features, fvd, kvd
 from vidgan.metrics.i3d import I3D
 from vidgan.metrics.registry import (Metric, Reference, check_metric_names, get_metric,
@@ -82,19 +80,11 @@ def test_cli_fvd_equals_the_formula_on_the_clips_it_read(i3d_file, tmp_path):
     from vidgan.evaluate import main
     from vidgan.metrics.evaluation import (eval_dataset, generated_clips, read_clips,
                                            real_clips)
-    from vidgan.models import build_discriminator, build_generator
-    from vidgan.train.ema import make_ema
     _register_tiny_fvd()
     root = write_dataset(tmp_path / "data", per_class=1, n_frames=16, size=64)
     cfg = tiny_config("model.n_frames=8", f"data.root={root}",
                       f"eval.stats_dir={tmp_path / 'stats'}")
-    torch.manual_seed(0)
-    G, D = build_generator(cfg), build_discriminator(cfg)
-    state = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": make_ema(G).state_dict(),
-             "opt_G": torch.optim.Adam(G.parameters()).state_dict(),
-             "opt_D": torch.optim.Adam(D.parameters()).state_dict(), "step": 5,
-             "config": to_dict(cfg), "rng": rng_state(), "classes": []}
-    ckpt = save_checkpoint(state, tmp_path / "run", step=5, keep=1)
+    ckpt = save_untrained_checkpoint(cfg, tmp_path / "run")
     out = tmp_path / "fvd.json"
     assert main(["--checkpoint", str(ckpt), "--i3d-weights", str(i3d_file), "--metrics",
                  "fvd3_16f", "--batch-size", "2", "--device", "cpu", "--out", str(out)]) == 0
@@ -104,7 +94,7 @@ def test_cli_fvd_equals_the_formula_on_the_clips_it_read(i3d_file, tmp_path):
 
     from vidgan.metrics.i3d import load_i3d
     i3d, cpu = {"i3d": load_i3d(i3d_file)}, torch.device("cpu")
-    G.load_state_dict(state["G_ema"])
+    G = load_generator(ckpt, "cpu").G  # the EMA weights, as the CLI scores them
     fake = read_clips(generated_clips(G.requires_grad_(False), N, 2, cpu, seed=0, n_frames=16),
                       i3d, ["i3d"], cpu)["i3d"]
     dataset = eval_dataset(cfg, "train", 16)
@@ -114,12 +104,6 @@ def test_cli_fvd_equals_the_formula_on_the_clips_it_read(i3d_file, tmp_path):
     assert scores["fvd3_16f"]["mean"] == pytest.approx(fvd(real, fake), rel=1e-5)
     assert scores["kvd3_16f"]["mean"] == pytest.approx(kvd(real, fake), rel=1e-5)
     assert len(list((tmp_path / "stats").glob("*i3d_16f_first3*.npz"))) == 1  # cached
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _evaluate_fvd(rank, world, port, i3d_file, out):
@@ -147,7 +131,7 @@ def test_fvd_on_two_processes_equals_one(i3d_file, tmp_path):
     """3 clips in batches of 1: rank 0 renders clips 0 and 2, rank 1 clip 1; the features come
     back in order and both processes get the FVD and KVD one process gets."""
     for world in (1, 2):
-        mp.spawn(_evaluate_fvd, args=(world, _free_port(), str(i3d_file), str(tmp_path)),
+        mp.spawn(_evaluate_fvd, args=(world, free_port(), str(i3d_file), str(tmp_path)),
                  nprocs=world)
     one = torch.load(tmp_path / "world1_rank0.pt")
     assert set(one) == {"fvd3_16f", "kvd3_16f"}
