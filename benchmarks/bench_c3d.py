@@ -18,21 +18,28 @@ import torch
 from vidgan.metrics import C3D
 
 
+def clips_per_second(read, x: torch.Tensor, iters: int, warmup: int = 1) -> float:
+    """Clips per second of ``read(x)`` on the batch ``x``, after ``warmup`` untimed calls
+    (CUDA synchronised before and after the timed ones)."""
+    cuda = x.is_cuda
+    with torch.inference_mode():
+        for _ in range(warmup):
+            read(x)
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(iters):
+            read(x)
+        if cuda:
+            torch.cuda.synchronize()
+        return len(x) * iters / (time.perf_counter() - start)
+
+
 def bench(device: str, batch: int, iters: int, size: int, warmup: int = 1) -> float:
     """Clips per second of ``C3D.extract`` (preprocessing included) on (batch, 3, 16, size, size)."""
     model = C3D().to(device).eval()
     x = torch.rand(batch, 3, 16, size, size, device=device) * 2 - 1
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model.extract(x)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(iters):
-            model.extract(x)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return batch * iters / (time.perf_counter() - start)
+    return clips_per_second(model.extract, x, iters, warmup)
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """I3D throughput (clips/s) with random weights and the real architecture: what the FVD
 protocols cost (vidgan.metrics.i3d; README, Metrics).
 
-    python benchmarks/bench_i3d.py [--device cpu] [--batch 4] [--iters 2] [--size 128] [--frames 16]
+    python -m benchmarks.bench_i3d [--device cpu] [--batch 4] [--iters 2] [--size 128] [--frames 16]
 
 A clip is read as the FVD reader reads it: uint8 quantisation, every frame resized to
 224x224, the I3D forward. ``fvd2048_16f`` reads 2048 generated and (once, then cached) 2048
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 
 import torch
 
+from benchmarks.bench_c3d import clips_per_second
 from vidgan.metrics.i3d import I3D, preprocess, to_uint8
 
 
@@ -24,17 +24,7 @@ def bench(device: str, batch: int, iters: int, size: int, frames: int,
     """Clips per second of to_uint8 -> preprocess -> I3D on (batch, 3, frames, size, size)."""
     model = I3D().to(device).eval()
     x = torch.rand(batch, 3, frames, size, size, device=device) * 2 - 1
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(preprocess(to_uint8(x)))
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(iters):
-            model(preprocess(to_uint8(x)))
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return batch * iters / (time.perf_counter() - start)
+    return clips_per_second(lambda clips: model(preprocess(to_uint8(clips))), x, iters, warmup)
 
 
 def main(argv=None) -> int:

@@ -47,8 +47,8 @@ stage() {
                  --configs ucf101_st4 --amp bf16 --conv fast "${extra[@]}"
              echo "-- python"
              bench --configs ucf101_st4 --amp bf16 --conv fast ;;
-        fvd) "$py" benchmarks/bench_i3d.py --device cuda --batch 16 --iters 5 --size 128
-             "$py" benchmarks/bench_i3d.py --device cuda --batch 2 --iters 3 --size 128 \
+        fvd) "$py" -m benchmarks.bench_i3d --device cuda --batch 16 --iters 5 --size 128
+             "$py" -m benchmarks.bench_i3d --device cuda --batch 2 --iters 3 --size 128 \
                  --frames 128 ;;
         tests) "$py" -m pytest -q -p no:cacheprovider ;;
         *) echo "unknown stage '$1': speed, naive, layout, eval, ddp, fvd or tests" >&2

@@ -318,9 +318,6 @@ def fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-c3d_fingerprint = fingerprint  # the name earlier versions exported
-
-
 def reference_identity(cfg: Config, dataset, ref: Reference, split: str, n_frames: int,
                        keys: Sequence[tuple], classifier_print: Optional[str]) -> dict:
     """Everything a cached reference depends on: the data section (dataset kind, root, split
