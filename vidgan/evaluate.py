@@ -28,8 +28,8 @@ from vidgan.checkpoint import CheckpointError, load_generator
 from vidgan.config import ConfigError, config_from_dict, load_config, to_dict
 from vidgan.device import resolve_device
 from vidgan.metrics.evaluation import (PROTOCOLS, eval_dataset, generated_clips,
-                                       load_real_stats, metric_groups, random_real_keys,
-                                       real_clips, run_protocol)
+                                       load_classifier, load_real_stats, metric_groups,
+                                       random_real_keys, real_clips, run_protocol)
 from vidgan.metrics.registry import check_metric_names, classifiers_needed, metric_names
 
 # ------------------------------------------------------------------ CLI
@@ -93,8 +93,6 @@ def _default_protocol(metrics: Sequence[str]) -> str:
 
 def load_classifiers(names: Sequence[str], cfg, args, device) -> dict:
     """The classifiers ``names`` (c3d, i3d) from the CLI's or the config's weight files."""
-    from vidgan.metrics import load_c3d
-    from vidgan.metrics.i3d import load_i3d
     out = {}
     if "c3d" in names:
         weights = args.c3d_weights or cfg.eval.c3d_weights
@@ -104,14 +102,14 @@ def load_classifiers(names: Sequence[str], cfg, args, device) -> dict:
                              "--c3d-mean mean2.npz, or a .pt from data_prep.convert_c3d) or set "
                              "eval.c3d_weights (only --metrics modes,synthetic work without "
                              "weights)")
-        out["c3d"] = load_c3d(weights, mean, device=device)
+        out["c3d"] = load_classifier("c3d", weights, device, mean)
     if "i3d" in names:
         weights = args.i3d_weights or cfg.eval.i3d_weights
         if not weights:
             raise ValueError("no I3D weights: pass --i3d-weights (i3d_pretrained_400.pt, "
                              "StyleGAN-V's i3d_torchscript.pt or a .pt from "
                              "data_prep.convert_i3d) or set eval.i3d_weights")
-        out["i3d"] = load_i3d(weights, device=device)
+        out["i3d"] = load_classifier("i3d", weights, device)
     return out
 
 

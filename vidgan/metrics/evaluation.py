@@ -108,6 +108,18 @@ def metric_frames(metric: Metric, n_frames: int) -> int:
     return metric.n_frames or n_frames
 
 
+def load_classifier(name: str, weights: str, device, c3d_mean: str = "") -> nn.Module:
+    """The classifier ``name`` a reader needs (c3d, i3d) from its weight file; ``c3d_mean``:
+    the release's mean2.npz, needed with its npz weights."""
+    if name == "c3d":
+        from vidgan.metrics.c3d import load_c3d
+        return load_c3d(weights, c3d_mean or None, device=device)
+    if name == "i3d":
+        from vidgan.metrics.i3d import load_i3d
+        return load_i3d(weights, device=device)
+    raise ValueError(f"no loader for the classifier '{name}'")
+
+
 def check_metrics(metrics: Sequence[str], real_stats: Optional[RealStats],
                   classifiers=None, what: str = "metrics") -> List[Metric]:
     """The records of ``metrics``; a ValueError before any sampling when a name is unknown,

@@ -148,17 +148,14 @@ class Trainer:
             if not wanted:
                 continue
             if not weights:
+                mean = " (and eval.c3d_mean for the release npz)" if name == "c3d" else ""
                 tqdm.write(f"warning: eval.{name}_weights is not set, so the in-training "
                            f"{name.upper()} scores ({', '.join(wanted)}) are off; set "
-                           f"eval.{name}_weights{' (and eval.c3d_mean for the release npz)' if name == 'c3d' else ''} "
-                           "to log them every eval.interval iterations")
+                           f"eval.{name}_weights{mean} to log them every eval.interval "
+                           "iterations")
                 continue
-            if name == "c3d":
-                from vidgan.metrics import load_c3d
-                out[name] = load_c3d(weights, ev.c3d_mean or None, device=self.device)
-            else:
-                from vidgan.metrics.i3d import load_i3d
-                out[name] = load_i3d(weights, device=self.device)
+            from vidgan.metrics.evaluation import load_classifier
+            out[name] = load_classifier(name, weights, self.device, ev.c3d_mean)
         return out
 
     # ----------------------------------------------------------------- state
