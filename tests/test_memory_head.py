@@ -293,3 +293,44 @@ def test_a_memory_too_small_for_three_writes_per_iteration_is_refused():
         tiny_config(*MEMORY[:1], "model.memory.slots=8", "model.memory.topk=2")
     tiny_config(*MEMORY[:1], "model.memory.slots=8", "model.memory.topk=2",
                 "model.memory.g_step_write=false")  # two writes: 4 queries <= 8 slots
+
+
+# ------------------------------------------------------------------ the random-key control
+def test_random_keys_are_unit_vectors_that_carry_nothing_of_the_memory():
+    _, G, D, _ = _loss("model.memory.condition_keys=random")
+    cond = G.temporal.cond_dim
+    z = G.sample_z(64, generator=torch.Generator().manual_seed(3))
+    keys = G.memory_condition(z)
+    assert keys.shape == (64, cond)
+    assert torch.allclose(keys.norm(dim=1), torch.ones(64), atol=1e-6)
+    # the same seed gives the same latent; the memory's contents never enter it
+    D.frame.memory.keys.copy_(F.normalize(torch.randn(32, 8), dim=1))
+    D.frame.memory.values.zero_()  # no real slot: MCGN's p(c) would be undefined
+    again = G.sample_z(64, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(z, again)
+    # not slot keys: a random key is (almost surely) none of the memory's
+    sims = keys @ D.frame.memory.keys.T
+    assert float(sims.max()) < 0.9999
+    # uniform on the sphere: the mean of many keys is near 0 (|mean| ~ 1/sqrt(n))
+    many = G.memory_condition(G.sample_z(4096, generator=torch.Generator().manual_seed(4)))
+    assert float(many.mean(0).norm()) < 5 / math.sqrt(4096)
+    with pytest.raises(ValueError, match="condition_keys=random"):
+        G.sample_z(2, slots=torch.zeros(2, dtype=torch.long))
+
+
+def test_memory_keys_stay_the_default_and_come_from_the_memory():
+    _, G, D, _ = _loss()
+    z = G.sample_z(16, generator=torch.Generator().manual_seed(3))
+    keys = G.memory_condition(z)
+    # each key is one of the memory's slot keys
+    sims = keys @ D.frame.memory.keys.T
+    assert torch.allclose(sims.max(dim=1).values, torch.ones(16), atol=1e-6)
+
+
+def test_random_keys_train_one_step():
+    cfg, G, D, loss = _loss("model.memory.condition_keys=random")
+    torch.manual_seed(1)
+    g = loss.generator(4, None)
+    g.total.backward()
+    assert torch.isfinite(g.total)
+    assert G.temporal.fc.weight.grad[:, G.temporal.noise_dim:].abs().sum() > 0

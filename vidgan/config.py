@@ -48,6 +48,10 @@ class MemoryConfig:
     # image model: both papers are silent); "every", also the FC's K_c part (no bias) as the
     # input of every later step, so the key reaches late frames directly. No new parameter.
     condition: str = "every"
+    # Where K_c comes from: "memory", a slot's key (MCGN); "random", a control that is not in
+    # memoryGAN: a uniformly random unit vector of width M per video, so G gets an input of
+    # the same width and norm that carries nothing of the memory (docs/BENCHMARKS.md)
+    condition_keys: str = "memory"
     update: str = "em"  # em | kaiser (memoryGAN's "-EM" ablation: K <- normalize(K + q))
     # vMF concentration: similarities are kappa * s in the read and the EM step (official: 1)
     kappa: float = 1.0
@@ -235,6 +239,7 @@ CHOICES = {
     "model.memory.update": ("em", "kaiser"),
     "model.memory.read": ("topk", "per_label"),
     "model.memory.condition": ("first", "every"),
+    "model.memory.condition_keys": ("memory", "random"),
     "loss.memory": ("own", "shared"),
     "model.downsample": ("official", "paper"),
     "model.init": ("official", "legacy"),
@@ -265,6 +270,7 @@ PREVIOUS_DEFAULTS = {
 }
 # Model keys that change no parameter: a run may resume with another value.
 BEHAVIOUR_ONLY_MODEL_KEYS = ("downsample", "init", "memory.condition", "memory.kappa",
+                             "memory.condition_keys",
                              "memory.clip", "memory.g_step_write", "memory.read")
 # Keys that mean something only with the memory head (model.frame_discriminator=memory).
 MEMORY_KEYS = ("model.memory.", "loss.memory", "loss.mi_weight")

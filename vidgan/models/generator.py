@@ -49,6 +49,16 @@ def build_temporal_generator(cfg: ModelConfig) -> nn.Module:
     raise ValueError(f"model.temporal='{cfg.temporal}' is not implemented")
 
 
+def random_unit_keys(n: int, dim: int, generator: Optional[torch.Generator],
+                     like: torch.Tensor) -> torch.Tensor:
+    """n keys uniform on the unit sphere S^(dim-1) (normalised Gaussians), as ``like``'s device
+    and dtype; drawn on the generator's device so CPU and GPU runs see the same keys. Memory
+    keys are unit vectors too (memoryGAN §3.1), so the control keeps their norm."""
+    device = generator.device if generator is not None else like.device
+    keys = F.normalize(torch.randn(n, dim, generator=generator, device=device), dim=1)
+    return keys.to(like.device, like.dtype)
+
+
 class Generator(nn.Module):
     """Temporal generator, then four levels of Up blocks with a renderer per judged level.
 
@@ -62,6 +72,7 @@ class Generator(nn.Module):
         self.n_classes, self.n_frames = cfg.n_classes, cfg.n_frames
         self.levels_rendered = list(cfg.dis_levels)
         self.batch_stride = 2 if cfg.subsample_batch else 1
+        self.condition_keys = cfg.memory.condition_keys
         self.temporal = build_temporal_generator(cfg)
         widths = channel_plan(cfg.clstm_ch, cfg.ch, cfg.resolution)
         self.levels = nn.ModuleList()
@@ -104,10 +115,17 @@ class Generator(nn.Module):
         noise for ``n_frames`` frames (default T); draw it with the length you will render.
         MCGN: plus the key K_c of a slot c ~ p(c) = h v / sum h v per video (memoryGAN §3.2),
         or of the given ``slots`` (B,), drawn after the noise from the same ``generator``.
+        With model.memory.condition_keys=random, a random unit vector in its place.
         """
         z = self.temporal.sample_z(batch_size, generator, n_frames)
         if self.temporal.cond_dim == 0:
             return z
+        if self.condition_keys == "random":
+            if slots is not None:
+                raise ValueError("slots were given, but this generator is conditioned on random "
+                                 "keys (model.memory.condition_keys=random), not on the memory's")
+            return self.temporal.with_condition(z, random_unit_keys(
+                batch_size, self.temporal.cond_dim, generator, z))
         if self.memory is None:
             raise ValueError("this generator is memory-conditional (MCGN): it samples the keys "
                              "of the discriminator's memory; attach it with "
