@@ -328,7 +328,7 @@ def test_memory_keys_stay_the_default_and_come_from_the_memory():
 
 
 def test_random_keys_train_one_step():
-    cfg, G, D, loss = _loss("model.memory.condition_keys=random")
+    _, G, _, loss = _loss("model.memory.condition_keys=random")
     torch.manual_seed(1)
     g = loss.generator(4, None)
     g.total.backward()
