@@ -5,7 +5,10 @@ missing, trains a small TGANv2 on the CPU and leaves samples, TensorBoard logs a
 checkpoint under runs/demo/.
 """
 import argparse
+import os
+import shlex
 import sys
+from typing import List, Optional
 
 from vidgan import distributed, signals
 from vidgan.checkpoint import CheckpointError
@@ -31,6 +34,7 @@ def main(argv=None) -> int:
                              "metric beside the real data's (the demo's printout)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.batch_size=8")
     args = parser.parse_intermixed_args(argv)  # options may follow the overrides
+    trainer = None
     try:
         cfg = load_config(args.config, args.overrides)
         # Start-up (indexing, building models): a signal ends the process, nothing to lose.
@@ -46,6 +50,10 @@ def main(argv=None) -> int:
                          f"the EMA generator, vidgan.metrics.synthetic):"))
             print(f"  samples: {cfg.train.out_dir}/samples/ (mp4 grids); what longer runs "
                   f"draw: docs/DEMO.md")
+    except distributed.PeerLostError as err:  # torchrun: another process is gone
+        command = sys.argv if argv is None else ["train.py", *argv]
+        print(f"error: {peer_lost_message(err, trainer, command)}", file=sys.stderr)
+        distributed.leave_now()  # the process group cannot be shut down cleanly
     except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError, RunDirError,
             ValueError) as err:  # bad input or a stopped run: one line (+ file lists)
         print(f"error: {err}", file=sys.stderr)
@@ -53,6 +61,42 @@ def main(argv=None) -> int:
     finally:
         distributed.shutdown()  # torchrun: leave the process group
     return 128 + result.stopped_by if result.stopped_by else 0
+
+
+def peer_lost_message(err: distributed.PeerLostError, trainer: Optional[Trainer],
+                      argv: List[str]) -> str:
+    """One line: when, what failed, that nothing was saved, the newest checkpoint and the
+    command that resumes from it."""
+    again = resume_command(argv)
+    if trainer is None:
+        return f"a peer process was lost during start-up: {err}. Start the run again: {again}"
+    where = f"a peer process was lost after step {trainer.step}: {err}"
+    if trainer.newest_checkpoint is None:
+        return (f"{where}. No checkpoint was written yet; start again (add --overwrite if "
+                f"train.out_dir is refused): {again.replace(' --resume', '')}")
+    return (f"{where}. Nothing saved now, as the processes can no longer agree on a state; "
+            f"the newest checkpoint is {trainer.newest_checkpoint}. Resume with: {again}")
+
+
+def resume_command(argv: List[str]) -> str:
+    """``argv`` (this process's command line, program first) as the command that resumes its
+    run: --resume in place of --overwrite / --resume / --resume-from, under torchrun as
+    torchrun launched it when that can be told (one node), with any number of processes."""
+    program, rest, kept, skip = argv[0], argv[1:], [], False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg == "--resume-from":
+            skip = True
+        elif arg not in ("--resume", "--overwrite") and not arg.startswith("--resume-from="):
+            kept.append(arg)
+    command = shlex.join([program, *kept, "--resume"])
+    if not distributed.launched_by_torchrun():
+        return f"python {command}"
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    if local and local == os.environ.get("WORLD_SIZE"):
+        return f"torchrun --standalone --nproc_per_node={local} {command}"
+    return f"torchrun <the same options> {command}"
 
 
 if __name__ == "__main__":

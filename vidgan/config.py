@@ -199,6 +199,13 @@ class TrainConfig:
     checkpoint_interval: int = 2000  # >= 1; also one at the end, on a signal, on SIGUSR1
     keep_checkpoints: int = 3
     max_nonfinite: int = 10  # this many consecutive non-finite losses stop the run
+    # torchrun: seconds a collective of a training or evaluation step may wait for another
+    # process before it counts as lost; the survivors then leave at once without a
+    # checkpoint (exit 3, docs/OPERATIONS.md). NCCL's own default.
+    collective_timeout: float = 600.0
+    # torchrun: seconds the other processes wait while rank 0 alone writes files they need:
+    # the dataset or its index, the real statistics cache, a checkpoint.
+    main_work_timeout: float = 7200.0
 
 
 @dataclass
@@ -456,7 +463,9 @@ def validate(cfg: Config) -> None:
                         ("eval.interval", cfg.eval.interval)):
         if value < 0:  # the two intervals: 0 = off
             raise ConfigError(f"{name}={value}: must be an integer >= 0")
-    for name, value in (("train.lr", t.lr), ("train.adam_eps", t.adam_eps)):
+    for name, value in (("train.lr", t.lr), ("train.adam_eps", t.adam_eps),
+                        ("train.collective_timeout", t.collective_timeout),
+                        ("train.main_work_timeout", t.main_work_timeout)):
         if not value > 0:
             raise ConfigError(f"{name}={value}: must be > 0")
     if cfg.loss.r1_weight < 0:

@@ -18,6 +18,14 @@ One process per device. ``train.batch_size`` is the global batch B; rank r holds
 
 Without torchrun (no WORLD_SIZE in the environment) there is no process group, world size 1,
 and every function here is the identity.
+
+A process that is lost (killed, hung) leaves the others unable to finish any collective. Every
+collective here waits for its peers through ``_finish``, which turns that into one
+``PeerLostError`` at once when the collective fails (a dead peer closes its connections),
+after ``train.collective_timeout`` seconds without an answer (a hung peer), or a few seconds
+after a stop signal when the collective still cannot complete (the signal agreement of the
+training loop needs live peers). Waits for rank 0's file work (``barrier``) are allowed
+``train.main_work_timeout`` instead.
 """
 from __future__ import annotations
 
@@ -25,10 +33,44 @@ import contextlib
 import dataclasses
 import datetime
 import os
+import pickle
+import re
+import socket
+import stat
+import sys
+import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
+
+from vidgan import signals
+
+# A collective still waiting this long after a stop signal (and after it began) cannot
+# complete: live peers answer within one step's imbalance, which is well below this.
+STOP_GRACE_S = 5.0
+# How often a wait on gloo looks at the clock and at the signals that came meanwhile.
+_POLL = datetime.timedelta(seconds=0.2)
+# Exit status of a process that left because a peer was lost (no checkpoint written).
+EXIT_PEER_LOST = 3
+
+
+class PeerLostError(RuntimeError):
+    """A collective cannot complete: another process of the job is gone (it died, it hung past
+    train.collective_timeout, or a stop signal came while waiting for it). The survivors
+    cannot agree on a state, so they leave without writing one."""
+
+
+@dataclasses.dataclass
+class _Group:
+    """The process group's settings: the step collectives' limit, and a gloo group with a
+    longer one for waiting on rank 0's file work."""
+    collective_timeout: float
+    main_work_timeout: float
+    wait_group: Any
+
+
+_group: Optional[_Group] = None
 
 
 def is_distributed() -> bool:
@@ -56,10 +98,17 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device: torch.device, timeout_s: int = 1800) -> torch.device:
+def init_from_env(device: torch.device, collective_timeout: float = 600.0,
+                  main_work_timeout: float = 7200.0) -> torch.device:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU) and return
     this process's device: one GPU per process (``cuda:LOCAL_RANK``) on CUDA. For a plain
-    ``python train.py``, ``device`` unchanged and no group."""
+    ``python train.py``, ``device`` unchanged and no group.
+
+    ``collective_timeout``: seconds a collective of a step may wait for a peer before the
+    peer counts as lost (the process group's own timeout: NCCL's watchdog enforces it on
+    GPUs); ``main_work_timeout``: seconds the other processes wait in ``barrier`` while rank 0
+    writes files (a dataset, its index, the statistics cache, a checkpoint)."""
+    global _group
     if not launched_by_torchrun():
         return device
     if device.type == "cuda":
@@ -67,13 +116,94 @@ def init_from_env(device: torch.device, timeout_s: int = 1800) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=timeout_s))
+                                timeout=datetime.timedelta(seconds=collective_timeout))
+    wait_group = dist.new_group(backend="gloo",
+                                timeout=datetime.timedelta(seconds=main_work_timeout))
+    _group = _Group(collective_timeout, main_work_timeout, wait_group)
     return device
 
 
 def shutdown() -> None:
+    global _group
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _group = None
+
+
+def leave_now(code: int = EXIT_PEER_LOST) -> None:
+    """End the process at once after a ``PeerLostError``: its output flushed, no interpreter
+    teardown, which would wait for the process group's threads, and they for a peer that
+    will never answer. The operating system releases the run lock and the files."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def close_inherited_connections() -> None:
+    """In a forked child (a DataLoader worker): close its copies of the parent's TCP sockets,
+    the process group's connections among them. While a copy is open, a process that is
+    killed keeps its connections up until its workers notice they lost their parent (up to 5
+    s), and its peers learn of the loss only then. Workers read local files and talk to
+    their parent through pipes and Unix sockets, which stay."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:  # not Linux: the peers learn of the loss a few seconds later
+        return
+    for fd in fds:
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue  # the listing's own descriptor, already closed
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.close()
+        else:
+            sock.detach()  # leave it open
+
+
+def _reason(err: BaseException) -> str:
+    """The backend's error in a few words: gloo's first sentence without its source-file
+    prefix, e.g. 'Read error [127.0.0.1]:43711: Connection reset by peer'."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = re.sub(r"^\[[^\]]*:\d+\]\s*", "", text)
+    return text.split(". ")[0].rstrip(".")
+
+
+def _finish(work: Any, what: str, group: Any = None, limit: Optional[float] = None,
+            grace: bool = True) -> None:
+    """Wait for the async collective ``work`` (``what``, on ``group``); a ``PeerLostError``
+    when it fails, when ``limit`` seconds pass (None: the group's own timeout alone), or,
+    with ``grace``, ``STOP_GRACE_S`` after a stop signal while it still waits.
+
+    On gloo the wait is taken in short slices, so the signal handlers run meanwhile; NCCL's
+    ``wait`` only orders the streams (no host sync per collective), and its watchdog
+    enforces the group's timeout."""
+    if dist.get_backend(group) != "gloo":
+        try:
+            work.wait()
+        except RuntimeError as err:
+            raise PeerLostError(f"{what} failed ({_reason(err)})") from None
+        return
+    start = time.monotonic()
+    while True:
+        try:
+            work.wait(timeout=_POLL)
+            return
+        except RuntimeError as err:
+            if work.is_completed():  # it failed (not only the slice ran out)
+                reason = _reason(err)
+                if "Timed out" in reason:  # gloo's own timeout: the group's, ours
+                    reason += f"; train.collective_timeout={_group.collective_timeout:g} s"
+                raise PeerLostError(f"{what} failed ({reason})") from None
+        now = time.monotonic()
+        if limit is not None and now - start > limit:
+            raise PeerLostError(f"{what}: no answer within {limit:g} s "
+                                f"(train.collective_timeout)")
+        signalled = signals.stop_received_at()
+        if grace and signalled is not None and now - max(start, signalled) > STOP_GRACE_S:
+            raise PeerLostError(f"{what}: no answer {STOP_GRACE_S:g} s after a stop signal")
 
 
 def local_batch(global_batch: int, what: str = "train.batch_size") -> int:
@@ -95,8 +225,16 @@ def shard(x: torch.Tensor) -> torch.Tensor:
 
 
 def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
+    """Rank 0 has done file work the others need (or must not race): they wait for it up to
+    ``train.main_work_timeout`` and are not hurried by a stop signal, since rank 0 may be
+    writing the checkpoint that signal asked for; rank 0 itself waits for them, which have
+    nothing to do, ``train.collective_timeout``."""
+    if not is_distributed():
+        return
+    group = _group.wait_group
+    limit = _group.collective_timeout if is_main() else None
+    _finish(dist.barrier(group=group, async_op=True), "a barrier", group, limit,
+            grace=is_main())
 
 
 @contextlib.contextmanager
@@ -115,7 +253,7 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return values
     values = values.clone()
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    _finish(dist.all_reduce(values, op=dist.ReduceOp.SUM, async_op=True), "an all-reduce")
     return values / world_size()
 
 
@@ -125,7 +263,7 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return x
     parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.contiguous())
+    _finish(dist.all_gather(parts, x.contiguous(), async_op=True), "an all-gather")
     return torch.cat(parts)
 
 
@@ -136,13 +274,13 @@ class _AllSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         y = x.clone()
-        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        _finish(dist.all_reduce(y, op=dist.ReduceOp.SUM, async_op=True), "an all-reduce")
         return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
         g = g.clone()
-        dist.all_reduce(g, op=dist.ReduceOp.SUM)
+        _finish(dist.all_reduce(g, op=dist.ReduceOp.SUM, async_op=True), "an all-reduce")
         return g
 
 
@@ -165,7 +303,8 @@ def average_gradients(params: Iterable[torch.nn.Parameter],
     dtype = grads[0].dtype if grads else torch.float32  # the parameters' (float64 in tests)
     extra = [] if loss is None else [loss.detach().to(dtype).reshape(1)]
     flat = torch.cat([g.reshape(-1).to(dtype) for g in grads] + extra)
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    _finish(dist.all_reduce(flat, op=dist.ReduceOp.SUM, async_op=True),
+            "the gradient all-reduce")
     flat /= world_size()
     offset = 0
     for g in grads:
@@ -179,7 +318,7 @@ def max_over_ranks(values: List[int], device: torch.device) -> List[int]:
     if not is_distributed():
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    _finish(dist.all_reduce(t, op=dist.ReduceOp.MAX, async_op=True), "the signal agreement")
     return [int(v) for v in t.tolist()]
 
 
@@ -203,8 +342,26 @@ def gather_batches(batches: List[Any], device: torch.device) -> List[Any]:
     any shapes (they travel as pickled CPU tensors: evaluation results, not training data)."""
     if not is_distributed():
         return batches
-    parts: List[Any] = [None] * world_size()
-    dist.all_gather_object(parts, map_tensors(batches, lambda t: t.detach().cpu()))
+    parts = _all_gather_objects(map_tensors(batches, lambda t: t.detach().cpu()))
     n, total = world_size(), sum(len(p) for p in parts)
     ordered = [parts[i % n][i // n] for i in range(total)]
     return map_tensors(ordered, lambda t: t.to(device))
+
+
+def _all_gather_objects(obj: Any) -> List[Any]:
+    """Every process's picklable ``obj``, in rank order (``dist.all_gather_object``'s result,
+    through ``_finish``'s waits: sizes first, then the padded bytes). On the wait group: the
+    bytes travel through the CPU on any backend."""
+    group = _group.wait_group
+    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size())]
+    limit = _group.collective_timeout
+    _finish(dist.all_gather(sizes, torch.tensor([len(data)]), group=group, async_op=True),
+            "an all-gather", group, limit)
+    longest = int(max(sizes).item())
+    padded = torch.zeros(longest, dtype=torch.uint8)
+    padded[:len(data)] = data
+    parts = [torch.empty(longest, dtype=torch.uint8) for _ in sizes]
+    _finish(dist.all_gather(parts, padded, group=group, async_op=True), "an all-gather",
+            group, limit)
+    return [pickle.loads(p[:int(n.item())].numpy().tobytes()) for p, n in zip(parts, sizes)]

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from vidgan import distributed
 from vidgan.checkpoint import CheckpointError, load_generator
-from vidgan.config import ConfigError, config_from_dict, load_config, to_dict
+from vidgan.config import ConfigError, TrainConfig, config_from_dict, load_config, to_dict
 from vidgan.device import resolve_device
 from vidgan.metrics.evaluation import (PROTOCOLS, eval_dataset, generated_clips,
                                        load_classifier, load_real_stats, metric_groups,
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int,
                    help="clips per forward pass on each process (default: eval.batch_size)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--collective-timeout", type=float,
+                   default=TrainConfig.collective_timeout,
+                   help="torchrun: seconds a process waits for another before it counts it as "
+                        "lost and leaves (default: train.collective_timeout's, %(default)g)")
     p.add_argument("--seed", type=int, default=0, help="repeat r samples with seed + r")
     p.add_argument("--no-ema", action="store_true", help="use G instead of the EMA weights G_ema")
     p.add_argument("--split", choices=("train", "test", "all"), default="train",
@@ -129,7 +133,9 @@ def _run(args: argparse.Namespace) -> Optional[Path]:
     if "fid" in metrics and n_samples < 2:
         raise ValueError(f"--n-samples={n_samples}: FID needs at least 2 samples")
     # torchrun: clips split over the processes, scores gathered
-    device = distributed.init_from_env(resolve_device(args.device))
+    if not args.collective_timeout > 0:
+        raise ValueError(f"--collective-timeout={args.collective_timeout}: must be > 0")
+    device = distributed.init_from_env(resolve_device(args.device), args.collective_timeout)
     main = distributed.is_main()
 
     model = None
@@ -224,6 +230,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _run(args)
+    except distributed.PeerLostError as err:  # torchrun: another process is gone
+        print(f"error: a peer process was lost during the evaluation: {err}. No scores were "
+              f"written; run the same command again", file=sys.stderr)
+        distributed.leave_now()  # the process group cannot be shut down cleanly
     except (CheckpointError, ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from typing import Iterator, Optional
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SAVE_SIGNALS = (signal.SIGUSR1,)
 RUN_SIGNALS = STOP_SIGNALS + SAVE_SIGNALS
+
+# When (time.monotonic()) the first stop signal reached the RunSignals now entered: a
+# collective that waits for a lost peer gives up a few seconds after it (vidgan.distributed).
+_stop_received_at: Optional[float] = None
+
+
+def stop_received_at() -> Optional[float]:
+    """The time the run was asked to stop (None: not asked, or no run entered)."""
+    return _stop_received_at
 
 
 class RunSignals:
@@ -28,22 +38,28 @@ class RunSignals:
         self._previous = {}
 
     def _on_signal(self, signum, _frame) -> None:
+        global _stop_received_at
         if signum in SAVE_SIGNALS:
             self.save = True
         elif self.stop is None:
             self.stop = signum
+            _stop_received_at = time.monotonic()
 
     def take_save_request(self) -> bool:
         requested, self.save = self.save, False
         return requested
 
     def __enter__(self) -> "RunSignals":
+        global _stop_received_at
+        _stop_received_at = None
         self._previous = {s: signal.signal(s, self._on_signal) for s in RUN_SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
+        global _stop_received_at
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        _stop_received_at = None
 
 
 @contextlib.contextmanager

@@ -173,8 +173,15 @@ def build_loader(dataset: VideoClipDataset, cfg: Config, start_sample: int = 0) 
                       num_workers=workers, collate_fn=collate_clips,
                       pin_memory=torch.cuda.is_available(),
                       persistent_workers=False, prefetch_factor=4 if workers else None,
-                      worker_init_fn=ignore_in_worker,
+                      worker_init_fn=init_worker,
                       generator=torch.Generator().manual_seed(cfg.train.seed), drop_last=True)
+
+
+def init_worker(worker_id: int) -> None:
+    """A DataLoader worker ignores the run signals and drops its copies of the process
+    group's connections, so that a killed process's peers hear of it at once."""
+    ignore_in_worker(worker_id)
+    distributed.close_inherited_connections()
 
 
 def normalize(video: torch.Tensor) -> torch.Tensor:

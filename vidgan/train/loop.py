@@ -67,7 +67,8 @@ class Trainer:
         self.out_dir = Path(t.out_dir)
         resume = resume or resume_from is not None
         # torchrun: one process per device, in the process group
-        self.device = distributed.init_from_env(resolve_device(t.device))
+        self.device = distributed.init_from_env(resolve_device(t.device), t.collective_timeout,
+                                                t.main_work_timeout)
         self.batch = distributed.local_batch(t.batch_size)  # this process's share
         self.main = distributed.is_main()  # rank 0 alone writes files
         # rank 0 holds train.out_dir for the whole run, before reading or changing anything
@@ -95,6 +96,8 @@ class Trainer:
         self.opt_D = Adam(self.D.parameters(), **lazy_r1_adam(adam, self.r1_interval))
         self.r1_metrics: Dict[str, torch.Tensor] = {}  # the last lazy R1 step's, logged between
         self.step = 0
+        # the checkpoint written last (or resumed from): what a lost process's error names
+        self.newest_checkpoint: Optional[Path] = None
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         # Clips that failed to decode during training (the index already left out the files
@@ -201,6 +204,7 @@ class Trainer:
         self.skipped_clips = skips.get("skipped_clips", 0)
         self.bad_files = dict(skips.get("bad_files", {}))
         set_rng_state(state["rng"])
+        self.newest_checkpoint = path
         tqdm.write(f"resumed from {path} at step {self.step}")
 
     def save(self) -> Path:
@@ -210,7 +214,9 @@ class Trainer:
         path = checkpoint_path(self.out_dir, self.step)
         if self.main:  # every rank holds the same state; the others wait for the file
             path = save_checkpoint(self.state_dict(), self.out_dir, self.step, keep)
+            self.newest_checkpoint = path  # written, whatever becomes of the others
         distributed.barrier()
+        self.newest_checkpoint = path
         return path
 
     def stop_diverged(self) -> NonFiniteLossError:
@@ -450,7 +456,7 @@ class Trainer:
         with signals.RunSignals() as received:
             try:
                 with signals.held():  # the workers start here and must not see a signal yet
-                    batches = iter(self.loader)
+                    batches = Batches(self.loader)
                 self._clock = (time.perf_counter(), self.step)
                 if self.step >= self.cfg.train.iterations:  # resumed when already finished
                     path = self._after_iteration(writer, bar, None, self._set_lr(), last=True,
@@ -468,7 +474,8 @@ class Trainer:
             finally:
                 # Shut the workers down while the signals are still only flags: a second
                 # signal now must not kill this process on the way out.
-                del batches
+                if batches is not None:
+                    batches.close()
                 bar.close()
                 try:
                     writer.close()
@@ -526,6 +533,25 @@ class Trainer:
         """Let go of train.out_dir (another run may then take it); also at process exit."""
         if self.run_lock is not None:
             self.run_lock.release()
+
+
+class Batches:
+    """The loader's batches, its iterator held here alone: ``close`` stops the worker
+    processes even while an exception's traceback still holds the frames that drew from it.
+    Left to the interpreter's exit instead, a worker (which ignores SIGTERM) would be joined
+    for ever, and the process would never leave."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self._it = iter(loader)
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+    def close(self) -> None:
+        self._it = None  # its last reference: the workers are shut down now
 
 
 def lazy_r1_ratio(interval: int) -> float:
