@@ -47,6 +47,8 @@ def test_roundtrip_through_dict():
     (["loss.combine=max"], "loss.combine"),
     (["model.dis_levels=[1,2]"], "model.dis_levels"),
     (["train.batch_size"], "key=value"),
+    (["train.collective_timeout=0"], "train.collective_timeout=0"),
+    (["train.main_work_timeout=-1"], "train.main_work_timeout=-1"),
 ])
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as err:

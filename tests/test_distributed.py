@@ -1,14 +1,20 @@
-"""torchrun: N processes are the same experiment as one, on the CPU with gloo."""
+"""torchrun: N processes are the same experiment as one, on the CPU with gloo; a lost one
+ends the others at once."""
+import contextlib
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import BASE, TINY, free_port
+from tests.conftest import BASE, TINY, free_port, tiny_config
 from vidgan.data.clips import ClipSampler
 
 REPO = Path(__file__).resolve().parent.parent
@@ -165,8 +171,6 @@ def test_evaluation_scores_equal_across_world_sizes(tmp_path):
 
 def test_sigterm_to_one_process_stops_all_at_one_iteration_with_one_checkpoint(
         tmp_path, synthetic_root):
-    import signal
-    import time
     out = tmp_path / "run"
     args = _overrides(synthetic_root, out, "train.iterations=100000",
                       "train.checkpoint_interval=5")
@@ -199,3 +203,220 @@ def test_sigterm_to_one_process_stops_all_at_one_iteration_with_one_checkpoint(
     # reports non-zero exits as failures (and exits 1)
     assert "exitcode  : 143" in log and "exitcode  : 1 " not in log
     assert "[rank0]: Traceback" not in log and "[rank1]: Traceback" not in log
+
+
+# ------------------------------------------------------------------ a lost process
+def _launch(tmp_path, args):
+    """torchrun with 2 training processes in a session of their own; output to a file."""
+    log = tmp_path / "torchrun.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node=2", "train.py", *TINY, *args], cwd=REPO, env=env,
+                           stdout=log.open("w"), stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    return job, log
+
+
+def _when_checkpointed(job, out, step, timeout=180):
+    """{rank: pid} of the training processes once checkpoint ``step`` exists."""
+    deadline = time.time() + timeout
+    while not (out / "checkpoints" / f"ckpt_{step:08d}.pt").exists():
+        assert time.time() < deadline and job.poll() is None, "no checkpoint in time"
+        time.sleep(0.1)
+    ranks = {}
+    for pid in subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True,
+                              text=True).stdout.split():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        rank = [e for e in environ if e.startswith(b"RANK=")]
+        ranks[int(rank[0][5:])] = int(pid)
+    assert sorted(ranks) == [0, 1]
+    return ranks
+
+
+def _kill_all(job, ranks):
+    """torchrun and its training processes (which torchrun starts in sessions of their own),
+    a stopped one too."""
+    for pid in [job.pid, *ranks.values()]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    job.wait(timeout=60)
+
+
+def _seconds_until_gone(pid, timeout=60):
+    start = time.monotonic()
+    while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() - start < timeout, f"process {pid} still there after {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _the_error_line(log):
+    text = log.read_text()
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text[-3000:]
+    assert "[rank0]: Traceback" not in text, text[-3000:]  # torchrun's own report may follow
+    return errors[0]
+
+
+def test_a_killed_process_ends_the_other_at_once_and_the_run_resumes(tmp_path, synthetic_root):
+    from vidgan.checkpoint import load_checkpoint
+    out = tmp_path / "run"
+    # a loader worker too: its copy of the process group's sockets must not keep them open
+    args = _overrides(synthetic_root, out, "train.iterations=100000",
+                      "train.checkpoint_interval=3", "data.num_workers=1")
+    job, log = _launch(tmp_path, args)
+    ranks = {}
+    try:
+        ranks = _when_checkpointed(job, out, 6)
+        os.kill(ranks[1], signal.SIGKILL)  # as the OOM killer or a failed node does
+        elapsed = _seconds_until_gone(ranks[0])
+        job.wait(timeout=60)  # torchrun's report
+    finally:
+        _kill_all(job, ranks)
+    line = _the_error_line(log)
+    assert elapsed < 3.5, (elapsed, line)  # measured 0.2 s; torchrun's SIGTERM + grace: 5 s
+    assert "exitcode  : 3 " in log.read_text()  # rank 0 left as a lost peer, not an error
+    found = re.fullmatch(r"error: a peer process was lost after step (\d+): .* failed \(.*\)\. "
+                         r"Nothing saved now, .*; the newest checkpoint is (\S+)\. Resume with: "
+                         r"torchrun --standalone --nproc_per_node=2 (.*)", line)
+    assert found, line
+    step, newest, command = int(found[1]), Path(found[2]), found[3]
+    written = sorted((out / "checkpoints").glob("ckpt_*.pt"))
+    assert newest == written[-1] and step >= 6
+    for path in written:  # no partial checkpoint: every one loads
+        load_checkpoint(path)
+    # the command it prints resumes from the newest, here in one process
+    argv = shlex.split(command)
+    assert argv[0] == "train.py" and argv[-1] == "--resume"
+    saved = load_checkpoint(newest)["step"]
+    again = subprocess.run([sys.executable, *argv, f"train.iterations={saved + 1}"], cwd=REPO,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from {newest} at step {saved}" in again.stdout + again.stderr
+    assert (out / "checkpoints" / f"ckpt_{saved + 1:08d}.pt").is_file()
+
+
+@pytest.mark.parametrize("how", ["timeout", "sigterm"])
+def test_a_hung_process_ends_the_other_after_the_timeout_or_a_stop_signal(
+        tmp_path, synthetic_root, how):
+    """Rank 1 stopped (SIGSTOP): rank 0 leaves train.collective_timeout later, or within the
+    grace after a SIGTERM when that timeout is far off."""
+    from vidgan.checkpoint import load_checkpoint
+    from vidgan.distributed import STOP_GRACE_S
+    out = tmp_path / "run"
+    timeout = 2 if how == "timeout" else 600
+    args = _overrides(synthetic_root, out, "train.iterations=100000",
+                      "train.checkpoint_interval=3", f"train.collective_timeout={timeout}")
+    job, log = _launch(tmp_path, args)
+    ranks = {}
+    try:
+        ranks = _when_checkpointed(job, out, 3)
+        os.kill(ranks[1], signal.SIGSTOP)
+        if how == "sigterm":
+            time.sleep(1)
+            os.kill(ranks[0], signal.SIGTERM)
+        elapsed = _seconds_until_gone(ranks[0])
+    finally:
+        _kill_all(job, ranks)
+    line = _the_error_line(log)
+    assert "a peer process was lost after step" in line and "Resume with: torchrun" in line
+    if how == "timeout":
+        assert "train.collective_timeout=2 s" in line or "within 2 s" in line, line
+        assert 1.5 < elapsed < timeout + 3, elapsed
+    else:
+        assert f"no answer {STOP_GRACE_S:g} s after a stop signal" in line, line
+        assert elapsed < STOP_GRACE_S + 3, elapsed
+    for path in (out / "checkpoints").glob("ckpt_*.pt"):
+        load_checkpoint(path)
+
+
+# A peer of ``python -m vidgan.evaluate --checkpoint`` that goes as far as the evaluation:
+# the references' barrier, then it dies or hangs before its share of the clips is gathered.
+_EVAL_PEER = """
+import os, signal, sys, torch
+from vidgan import distributed
+distributed.init_from_env(torch.device("cpu"))
+distributed.barrier()  # main_first: rank 0 has its real references
+os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_evaluation_with_a_lost_process_ends_at_once_and_writes_nothing(
+        tmp_path, synthetic_root, how):
+    from tests.conftest import save_untrained_checkpoint
+    cfg = tiny_config("model.n_classes=4", "data.dataset=folder", f"data.root={synthetic_root}",
+                      f"eval.stats_dir={tmp_path / 'stats'}")
+    ckpt = save_untrained_checkpoint(cfg, tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}
+    out = tmp_path / "scores.json"
+    main = subprocess.Popen([sys.executable, "-m", "vidgan.evaluate", "--checkpoint", str(ckpt),
+                             "--metrics", "synthetic", "--n-samples", "64", "--batch-size", "4",
+                             "--device", "cpu", "--collective-timeout", "2", "--out", str(out)],
+                            cwd=REPO, env={**env, "RANK": "0", "LOCAL_RANK": "0"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peer = subprocess.Popen([sys.executable, "-c", _EVAL_PEER, how], cwd=REPO,
+                            env={**env, "RANK": "1", "LOCAL_RANK": "1"})
+    try:
+        _, err = main.communicate(timeout=120)
+        # the peer got as far as the evaluation: it died or stopped by its own signal
+        if how == "SIGKILL":
+            assert peer.wait(timeout=10) == -signal.SIGKILL
+        else:
+            assert Path(f"/proc/{peer.pid}/stat").read_text().split()[2] == "T"
+    finally:
+        peer.kill()
+        peer.wait()
+        main.kill()
+    assert main.returncode == 3, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [line for line in err.splitlines() if "error" in line.lower()], err[-3000:]
+    reason = "failed (" if how == "SIGKILL" else "no answer within 2 s"
+    assert len(errors) == 1 and reason in errors[0], err[-3000:]
+    assert "a peer process was lost during the evaluation" in errors[0]
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_an_error_in_a_step_stops_the_loader_workers(tmp_path, synthetic_root, monkeypatch):
+    """An error that leaves Trainer.run uncaught still shuts the loader's workers down: at
+    the interpreter's exit they would be joined for ever (they ignore SIGTERM)."""
+    import multiprocessing
+
+    from vidgan.train import Trainer
+
+    def broken(batches):
+        next(batches)  # the workers are up
+        raise RuntimeError("a bug in a step")
+
+    trainer = Trainer(tiny_config(*_overrides(synthetic_root, tmp_path / "run",
+                                              "data.num_workers=1")))
+    monkeypatch.setattr(trainer, "train_step", broken)
+    try:
+        with pytest.raises(RuntimeError, match="a bug in a step") as caught:
+            trainer.run()
+        assert caught.value.__traceback__ is not None  # its frames are still held here
+        assert multiprocessing.active_children() == []
+    finally:  # a failure here must not hang the test session at its exit
+        for child in multiprocessing.active_children():
+            child.kill()
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    (["train.py", "--config", "demo.yaml", "--overwrite", "train.lr=1e-3"],
+     {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"},
+     "torchrun --standalone --nproc_per_node=2 train.py --config demo.yaml train.lr=1e-3 "
+     "--resume"),
+    (["train.py", "--resume-from", "runs/x/diverged_00000007.pt", "train.out_dir=runs/my x"],
+     {"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"},
+     "torchrun <the same options> train.py 'train.out_dir=runs/my x' --resume"),
+    (["train.py", "--resume-from=a.pt", "--resume"], {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"},
+     "torchrun --standalone --nproc_per_node=2 train.py --resume"),
+])
+def test_the_resume_command_of_a_lost_run(monkeypatch, argv, env, expected):
+    import importlib
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    train = importlib.import_module("train")
+    assert train.resume_command(argv) == expected
