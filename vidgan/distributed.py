@@ -53,6 +53,8 @@ STOP_GRACE_S = 5.0
 _POLL = datetime.timedelta(seconds=0.2)
 # Exit status of a process that left because a peer was lost (no checkpoint written).
 EXIT_PEER_LOST = 3
+# TrainConfig's defaults of train.collective_timeout and train.main_work_timeout (seconds).
+TIMEOUTS = (600.0, 7200.0)
 
 
 class PeerLostError(RuntimeError):
@@ -98,8 +100,8 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device: torch.device, collective_timeout: float = 600.0,
-                  main_work_timeout: float = 7200.0) -> torch.device:
+def init_from_env(device: torch.device, collective_timeout: float = TIMEOUTS[0],
+                  main_work_timeout: float = TIMEOUTS[1]) -> torch.device:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU) and return
     this process's device: one GPU per process (``cuda:LOCAL_RANK``) on CUDA. For a plain
     ``python train.py``, ``device`` unchanged and no group.
@@ -117,10 +119,23 @@ def init_from_env(device: torch.device, collective_timeout: float = 600.0,
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(seconds=collective_timeout))
+    _group = _new_group(collective_timeout, main_work_timeout)
+    return device
+
+
+def _new_group(collective_timeout: float, main_work_timeout: float) -> _Group:
     wait_group = dist.new_group(backend="gloo",
                                 timeout=datetime.timedelta(seconds=main_work_timeout))
-    _group = _Group(collective_timeout, main_work_timeout, wait_group)
-    return device
+    return _Group(collective_timeout, main_work_timeout, wait_group)
+
+
+def _settings() -> _Group:
+    """The settings ``init_from_env`` made; for a process group started elsewhere, its
+    defaults, made at the first collective that needs them (every process is there)."""
+    global _group
+    if _group is None:
+        _group = _new_group(TIMEOUTS[0], TIMEOUTS[1])
+    return _group
 
 
 def shutdown() -> None:
@@ -194,7 +209,7 @@ def _finish(work: Any, what: str, group: Any = None, limit: Optional[float] = No
         except RuntimeError as err:
             if work.is_completed():  # it failed (not only the slice ran out)
                 reason = _reason(err)
-                if "Timed out" in reason:  # gloo's own timeout: the group's, ours
+                if "Timed out" in reason and _group is not None:  # the group's timeout
                     reason += f"; train.collective_timeout={_group.collective_timeout:g} s"
                 raise PeerLostError(f"{what} failed ({reason})") from None
         now = time.monotonic()
@@ -231,8 +246,8 @@ def barrier() -> None:
     nothing to do, ``train.collective_timeout``."""
     if not is_distributed():
         return
-    group = _group.wait_group
-    limit = _group.collective_timeout if is_main() else None
+    group = _settings().wait_group
+    limit = _settings().collective_timeout if is_main() else None
     _finish(dist.barrier(group=group, async_op=True), "a barrier", group, limit,
             grace=is_main())
 
@@ -352,10 +367,10 @@ def _all_gather_objects(obj: Any) -> List[Any]:
     """Every process's picklable ``obj``, in rank order (``dist.all_gather_object``'s result,
     through ``_finish``'s waits: sizes first, then the padded bytes). On the wait group: the
     bytes travel through the CPU on any backend."""
-    group = _group.wait_group
+    group = _settings().wait_group
     data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
     sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size())]
-    limit = _group.collective_timeout
+    limit = _settings().collective_timeout
     _finish(dist.all_gather(sizes, torch.tensor([len(data)]), group=group, async_op=True),
             "an all-gather", group, limit)
     longest = int(max(sizes).item())
