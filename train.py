@@ -66,31 +66,37 @@ def main(argv=None) -> int:
 def peer_lost_message(err: distributed.PeerLostError, trainer: Optional[Trainer],
                       argv: List[str]) -> str:
     """One line: when, what failed, that nothing was saved, the newest checkpoint and the
-    command that resumes from it."""
-    again = resume_command(argv)
+    command that resumes from it (or, before the first checkpoint, the command again)."""
     if trainer is None:
-        return f"a peer process was lost during start-up: {err}. Start the run again: {again}"
+        return (f"a peer process was lost during start-up: {err}. Start the run again: "
+                f"{launch_command(argv)}")
     where = f"a peer process was lost after step {trainer.step}: {err}"
     if trainer.newest_checkpoint is None:
-        return (f"{where}. No checkpoint was written yet; start again (add --overwrite if "
-                f"train.out_dir is refused): {again.replace(' --resume', '')}")
+        return f"{where}. No checkpoint was written yet; start again: {launch_command(argv)}"
     return (f"{where}. Nothing saved now, as the processes can no longer agree on a state; "
-            f"the newest checkpoint is {trainer.newest_checkpoint}. Resume with: {again}")
+            f"the newest checkpoint is {trainer.newest_checkpoint}. Resume with: "
+            f"{resume_command(argv)}")
 
 
 def resume_command(argv: List[str]) -> str:
     """``argv`` (this process's command line, program first) as the command that resumes its
-    run: --resume in place of --overwrite / --resume / --resume-from, under torchrun as
-    torchrun launched it when that can be told (one node), with any number of processes."""
-    program, rest, kept, skip = argv[0], argv[1:], [], False
-    for arg in rest:
+    run: --resume in place of --overwrite / --resume / --resume-from, with any number of
+    processes."""
+    kept, skip = [], False
+    for arg in argv[1:]:
         if skip:
             skip = False
         elif arg == "--resume-from":
             skip = True
         elif arg not in ("--resume", "--overwrite") and not arg.startswith("--resume-from="):
             kept.append(arg)
-    command = shlex.join([program, *kept, "--resume"])
+    return launch_command([argv[0], *kept, "--resume"])
+
+
+def launch_command(argv: List[str]) -> str:
+    """``argv`` as a shell command, under torchrun as torchrun launched it where that can be
+    told (one node)."""
+    command = shlex.join(argv)
     if not distributed.launched_by_torchrun():
         return f"python {command}"
     local = os.environ.get("LOCAL_WORLD_SIZE")

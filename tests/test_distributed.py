@@ -420,3 +420,21 @@ def test_the_resume_command_of_a_lost_run(monkeypatch, argv, env, expected):
         monkeypatch.setenv(key, value)
     train = importlib.import_module("train")
     assert train.resume_command(argv) == expected
+
+
+def test_before_its_first_checkpoint_a_lost_run_is_started_again_as_it_was(monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+
+    from vidgan.distributed import PeerLostError
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    train = importlib.import_module("train")
+    argv = ["train.py", "--config", "demo.yaml", "--overwrite"]
+    err = PeerLostError("an all-reduce failed (Connection closed by peer)")
+    again = "torchrun --standalone --nproc_per_node=2 train.py --config demo.yaml --overwrite"
+    assert train.peer_lost_message(err, None, argv) == (
+        f"a peer process was lost during start-up: {err}. Start the run again: {again}")
+    fresh = SimpleNamespace(step=4, newest_checkpoint=None)
+    assert train.peer_lost_message(err, fresh, argv).endswith(
+        f"after step 4: {err}. No checkpoint was written yet; start again: {again}")
