@@ -11,11 +11,12 @@ BN_EPS = 2e-5
 BN_MOMENTUM = 0.1
 
 
-class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose training statistics are those of the global batch when the
-    batch is split over processes (TGANv2 trained with ChainerMN's multi-node BN).
-    ``nn.SyncBatchNorm`` does the same on GPUs only; this one also works with gloo on the CPU.
-    One process: exactly ``nn.BatchNorm2d`` (same code path, same state-dict keys)."""
+class _GlobalStatistics:
+    """The forward of ``nn.BatchNorm{1,2,3}d`` whose training statistics are those of the
+    global batch when the batch is split over processes (TGANv2 trained with ChainerMN's
+    multi-node BN). ``nn.SyncBatchNorm`` does the same on GPUs only; this one also works with
+    gloo on the CPU. One process: exactly the torch module (same code path, same state-dict
+    keys)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and distributed.is_distributed()):
@@ -24,14 +25,15 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         # all_sum's backward sums the gradients over ranks, so the normalisation's gradient is
         # that of the global batch.
         count = x.numel() // x.shape[1] * distributed.world_size()
-        dims = (0, 2, 3)
+        dims = (0,) + tuple(range(2, x.dim()))  # all but the channels
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # a per-channel vector, broadcast
         h = x if x.dtype == torch.float64 else x.float()
         mean = distributed.all_sum(h.sum(dims)) / count
-        centred = h - mean[None, :, None, None]
+        centred = h - mean.view(shape)
         var = distributed.all_sum(centred.pow(2).sum(dims)) / count  # biased, to normalise
-        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+            y = y * self.weight.view(shape) + self.bias.view(shape)
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             m = self.momentum
@@ -39,6 +41,33 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             self.running_var.lerp_((var * count / max(count - 1, 1)).to(self.running_var.dtype),
                                    m)
         return y.to(x.dtype)
+
+
+class GlobalBatchNorm1d(_GlobalStatistics, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` over the global batch (``_GlobalStatistics``)."""
+
+
+class GlobalBatchNorm2d(_GlobalStatistics, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` over the global batch (``_GlobalStatistics``)."""
+
+
+class GlobalBatchNorm3d(_GlobalStatistics, nn.BatchNorm3d):
+    """``nn.BatchNorm3d`` over the global batch (``_GlobalStatistics``)."""
+
+
+class BatchNormNoBeta(nn.Module):
+    """Chainer's ``BatchNormalization(C, use_beta=False)``: a learnt scale gamma and no shift,
+    as the official TGAN code's temporal generator and discriminator use it. ``dims``: the
+    input's spatial rank (1: (N, C, L), 2, 3: (N, C, T, H, W); 1 also takes (N, C))."""
+
+    def __init__(self, num_features: int, dims: int):
+        super().__init__()
+        norm = {1: GlobalBatchNorm1d, 2: GlobalBatchNorm2d, 3: GlobalBatchNorm3d}[dims]
+        self.bn = norm(num_features, eps=BN_EPS, momentum=BN_MOMENTUM, affine=False)
+        self.gamma = nn.Parameter(torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gamma.view((1, -1) + (1,) * (x.dim() - 2))
 
 
 class CategoricalConditionalBatchNorm2d(nn.Module):

@@ -1,0 +1,155 @@
+"""TGAN's networks as the official code's UCF101 run builds them, and the WGAN constraints
+its updater applies (TGAN §4, Table 1-2)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vidgan.models.normalization import BatchNormNoBeta
+from vidgan.models.tgan import (TGAN_FRAMES, TGANDiscriminator, TGANGenerator,
+                                TGANTemporalGenerator)
+from vidgan.train.constraints import (clip_batchnorm_scales_, clip_singular_values_,
+                                      clip_weights_)
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module")
+def official():
+    torch.manual_seed(0)
+    return TGANGenerator(z_dim=100, ch=512), TGANDiscriminator(ch=64)
+
+
+def test_parameter_counts_are_the_official_models(official):
+    G, D = official
+    assert n_params(G.temporal) == 825_444  # fsgen
+    assert n_params(G.image) == 3_622_691  # vgen
+    assert n_params(D) == 11_032_385  # vdis without its unused bn0 (64)
+
+
+def test_initialisers_are_the_official_ones(official):
+    G, D = official
+    # Chainer's default, LeCun normal over fan_in = prod(W.shape[1:]): for a deconvolution
+    # (in, out, k) that is out * k (fsgen dc1: 256 * 4 -> std 1/32)
+    for deconv in G.temporal.deconvs:
+        fan_in = deconv.weight[0].numel()
+        assert deconv.weight.std().item() == pytest.approx(1 / math.sqrt(fan_in), rel=0.05)
+        assert deconv.bias.abs().max() == 0
+    assert G.temporal.deconvs[1].weight.std().item() == pytest.approx(1 / 32, rel=0.05)
+    for conv in (*D.convs, D.score):
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.std().item() == pytest.approx(1 / math.sqrt(fan_in), rel=0.1)
+    # the image generator: U(-0.01, 0.01), std 0.01 / sqrt(3); BN gamma 1, beta 0
+    for layer in (G.image.slow, G.image.fast, *G.image.deconvs, G.image.to_rgb):
+        w = layer.weight
+        assert w.abs().max() <= 0.01 and w.std().item() == pytest.approx(0.01 / math.sqrt(3),
+                                                                         rel=0.05)
+    assert G.image.to_rgb.bias.abs().max() == 0
+    bn = G.image.norms[0]
+    assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+    # BN without beta: a scale and no shift
+    assert [name for name, _ in D.norms[0].named_parameters()] == ["gamma"]
+
+
+def test_shapes_and_ranges():
+    torch.manual_seed(0)
+    G, D = TGANGenerator(z_dim=8, ch=32), TGANDiscriminator(ch=4)
+    z = G.sample_z(3, torch.Generator().manual_seed(1))
+    assert z.shape == (3, 8) and z.min() >= -1 and z.max() <= 1
+    z1 = G.temporal(z)
+    assert z1.shape == (3, 8, TGAN_FRAMES) and z1.abs().max() <= 1
+    videos = G(z)
+    assert isinstance(videos, list) and videos[0].shape == (3, 3, 16, 64, 64)
+    assert D(videos[0]).shape == (3,)
+    G.eval()
+    clip = G(z)
+    assert clip.shape == (3, 3, 16, 64, 64) and clip.abs().max() <= 1
+    with pytest.raises(ValueError, match="16 frames"):
+        G(z, n_frames=8)
+
+
+def test_every_frame_shares_z0_and_takes_its_own_z1():
+    """TGAN Eq. (3): frame t is G_1(z_0, z_1^t). Frames drawn one at a time through the image
+    generator (in eval mode, so BN uses its running statistics) equal the clip's frames."""
+    torch.manual_seed(0)
+    G = TGANGenerator(z_dim=8, ch=32).eval()
+    z0 = G.sample_z(2)
+    clip = G(z0)
+    z1 = G.temporal(z0)
+    for t in (0, 7, 15):
+        frame = G.image(z0, z1[:, :, t])
+        torch.testing.assert_close(frame, clip[:, :, t])
+
+
+def test_the_image_generator_normalises_over_all_frames_of_the_batch():
+    """The official code renders B * 16 frames in one call: BN's statistics are over those
+    B * 16 rows, where z_0's are B distinct values each repeated 16 times."""
+    torch.manual_seed(0)
+    G = TGANGenerator(z_dim=8, ch=32)
+    z0 = G.sample_z(2)
+    G(z0)
+    rows = G.image.slow(z0.repeat_interleave(TGAN_FRAMES, dim=0)).detach()  # (32, 256)
+    bn = G.image.slow_norm
+    torch.testing.assert_close(bn.running_mean, 0.1 * rows.mean(0))
+    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * rows.var(0, unbiased=True))
+
+
+def _matrix(singular_values, rows, cols, seed=0):
+    """A (rows, cols) matrix U diag(s) V^T with orthonormal U, V, in float64."""
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(rows, rows, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(cols, cols, generator=g, dtype=torch.float64))
+    k = len(singular_values)
+    s = torch.tensor(singular_values, dtype=torch.float64)
+    return u[:, :k], s, v[:, :k]
+
+
+def test_singular_value_clipping_sets_singular_values_above_one_to_one():
+    """TGAN Table 2: a conv weight read as W' (out, -1) = U S V^T becomes U min(S, 1) V^T;
+    biases and weights of fewer than 4 dims stay (the official rule)."""
+    u, s, v = _matrix([3.0, 1.5, 0.5, 0.2], rows=4, cols=6)
+    conv = nn.Conv3d(2, 4, (3, 1, 1)).double()  # weight (4, 2, 3, 1, 1): W' is (4, 6)
+    linear = nn.Linear(6, 4).double()
+    with torch.no_grad():
+        conv.weight.copy_(((u * s) @ v.T).view(conv.weight.shape))
+    bias, linear_w = conv.bias.clone(), linear.weight.clone()
+    clip_singular_values_(nn.ModuleList([conv, linear]))
+    clipped = (u * torch.tensor([1.0, 1.0, 0.5, 0.2], dtype=torch.float64)) @ v.T
+    torch.testing.assert_close(conv.weight.reshape(4, 6), clipped)
+    assert torch.linalg.matrix_norm(conv.weight.detach().reshape(4, 6), ord=2).item() == \
+        pytest.approx(1.0)
+    assert torch.equal(conv.bias, bias) and torch.equal(linear.weight, linear_w)
+    # a weight whose singular values are all <= 1 is left as it was (up to rounding)
+    before = conv.weight.clone()
+    clip_singular_values_(conv)
+    torch.testing.assert_close(conv.weight, before)
+
+
+def test_batchnorm_scales_are_clipped_to_a_hundredth_of_sigma_and_sigma():
+    """The official code's form of TGAN Table 2: gamma in [0.01 sigma, sigma], sigma =
+    sqrt(running variance), no eps; for BN with and without beta."""
+    no_beta, plain = BatchNormNoBeta(3, dims=3), nn.BatchNorm2d(3)
+    variance = torch.tensor([4.0, 0.25, 1.0])
+    for gamma, running in ((no_beta.gamma, no_beta.bn.running_var),
+                           (plain.weight, plain.running_var)):
+        running.copy_(variance)
+        with torch.no_grad():
+            gamma.copy_(torch.tensor([3.0, 0.001, 0.5]))
+    clip_batchnorm_scales_(nn.ModuleList([no_beta, plain]))
+    expected = torch.tensor([2.0, 0.005, 0.5])  # min(3, 2); max(0.001, 0.01 * 0.5); kept
+    torch.testing.assert_close(no_beta.gamma.detach(), expected)
+    torch.testing.assert_close(plain.weight.detach(), expected)
+    assert torch.all(plain.bias == 0)  # beta is not clipped
+
+
+def test_weight_clipping_clamps_every_parameter():
+    layer = nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5, -0.003, 0.02], [-2.0, 0.0, 0.009]]))
+    clip_weights_(layer, 0.01)
+    assert torch.equal(layer.weight.detach(),
+                       torch.tensor([[0.01, -0.003, 0.01], [-0.01, 0.0, 0.009]]))
+    assert layer.bias.abs().max() <= 0.01

@@ -1,0 +1,174 @@
+"""TGAN (Saito et al., ICCV 2017): a temporal generator of 1D deconvolutions that turns one
+latent z_0 into T frame latents z_1^t, an image generator that renders each frame from
+(z_0, z_1^t), and a 3D-convolution video discriminator (TGAN §4, Fig. 2, Table 1).
+
+Built as the official code's UCF101 run builds them (its classes
+FrameSeedGeneratorNoBetaInitDefault, VideoGeneratorInitUniform and
+VideoDiscriminatorNoBetaInitDefault): the same layers, parameter counts (825,444, 3,622,691,
+11,032,385) and initialisers; docs/FIDELITY.md lists where that code and the paper differ.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vidgan.models.init import lecun_normal_
+from vidgan.models.normalization import BN_EPS, BN_MOMENTUM, BatchNormNoBeta, GlobalBatchNorm1d
+from vidgan.models.normalization import GlobalBatchNorm2d
+
+# The official code's frame count: four stride-2 deconvolutions from one step (1 -> 16).
+TGAN_FRAMES = 16
+# Chainer's leaky ReLU slope, which the discriminator uses.
+LEAKY_SLOPE = 0.2
+# VideoGeneratorInitUniform's Uniform(0.01): every weight ~ U(-0.01, 0.01).
+IMAGE_WSCALE = 0.01
+
+
+def chainer_default_init_(module: nn.Module) -> nn.Module:
+    """Chainer's default initialiser (``initialW=None``): LeCun normal, std 1/sqrt(fan_in)
+    with fan_in = prod(W.shape[1:]), zero bias. For a deconvolution, whose W is (in, out, k),
+    that is out * k, as ``lecun_normal_`` reads it from a PyTorch weight of the same layout."""
+    return lecun_normal_(module)
+
+
+def uniform_init_(module: nn.Module, scale: float = IMAGE_WSCALE) -> nn.Module:
+    """Chainer's ``Uniform(scale)`` weights, zero bias."""
+    nn.init.uniform_(module.weight, -scale, scale)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+class TGANTemporalGenerator(nn.Module):
+    """z_0 (B, z_dim) -> z_1 (B, z_dim, 16) in [-1, 1]: five 1D deconvolutions along time,
+    each but the last followed by BN without beta and ReLU, tanh at the end (TGAN Table 1,
+    official FrameSeedGeneratorNoBetaInitDefault)."""
+
+    def __init__(self, z_dim: int = 100):
+        super().__init__()
+        widths = [z_dim, 512, 256, 128, 128, z_dim]
+        self.deconvs = nn.ModuleList(
+            [nn.ConvTranspose1d(widths[0], widths[1], 1, 1, 0)] +
+            [nn.ConvTranspose1d(widths[i], widths[i + 1], 4, 2, 1) for i in range(1, 5)])
+        self.norms = nn.ModuleList(BatchNormNoBeta(w, dims=1) for w in widths[1:5])
+        for deconv in self.deconvs:
+            chainer_default_init_(deconv)
+
+    def forward(self, z0: torch.Tensor) -> torch.Tensor:
+        h = z0[:, :, None]  # (B, z_dim, 1): one time step
+        for deconv, norm in zip(self.deconvs[:-1], self.norms):
+            h = F.relu(norm(deconv(h)))
+        return torch.tanh(self.deconvs[-1](h))  # (B, z_dim, 16)
+
+
+class TGANImageGenerator(nn.Module):
+    """One frame from (z_0, z_1^t): each through its own linear layer + BN + ReLU to half of a
+    4x4 map, concatenated, then DCGAN deconvolutions to 64x64 and tanh (TGAN Table 1, official
+    VideoGeneratorInitUniform). Frames are folded into the batch: (N, z_dim) x 2 -> (N, 3, 64,
+    64)."""
+
+    def __init__(self, z_dim: int = 100, ch: int = 512, bottom: int = 4):
+        super().__init__()
+        self.ch, self.bottom = ch, bottom
+        half = bottom * bottom * ch // 2
+        self.slow = nn.Linear(z_dim, half, bias=False)  # official l0s
+        self.fast = nn.Linear(z_dim, half, bias=False)  # official l0f
+        self.slow_norm = GlobalBatchNorm1d(half, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.fast_norm = GlobalBatchNorm1d(half, eps=BN_EPS, momentum=BN_MOMENTUM)
+        widths = [ch, ch // 2, ch // 4, ch // 8, ch // 16]
+        self.deconvs = nn.ModuleList(nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1,
+                                                        bias=False) for i in range(4))
+        self.norms = nn.ModuleList(GlobalBatchNorm2d(w, eps=BN_EPS, momentum=BN_MOMENTUM)
+                                   for w in widths[1:])
+        self.to_rgb = nn.ConvTranspose2d(widths[-1], 3, 3, 1, 1)  # official dc5, with bias
+        for layer in (self.slow, self.fast, *self.deconvs, self.to_rgb):
+            uniform_init_(layer)
+
+    def forward(self, z_slow: torch.Tensor, z_fast: torch.Tensor) -> torch.Tensor:
+        n, shape = z_slow.shape[0], (-1, self.ch // 2, self.bottom, self.bottom)
+        h = torch.cat([F.relu(self.slow_norm(self.slow(z_slow))).view(shape),
+                       F.relu(self.fast_norm(self.fast(z_fast))).view(shape)], dim=1)
+        for deconv, norm in zip(self.deconvs, self.norms):
+            h = F.relu(norm(deconv(h)))
+        return torch.tanh(self.to_rgb(h)).view(n, 3, *h.shape[2:])
+
+
+class TGANGenerator(nn.Module):
+    """The TGAN generator G(z_0) = [G_1(z_0, z_1^1), ..., G_1(z_0, z_1^T)] with z_1 =
+    G_0(z_0) (TGAN Eq. 3), z_0 ~ U(-1, 1)^z_dim as the official code draws it.
+
+    ``train()``: a one-entry list, the video its single discriminator judges; ``eval()``: the
+    video itself, (B, 3, 16, 64, 64) in [-1, 1]. Unconditional, 16 frames."""
+
+    n_classes = 0
+    levels_rendered = [1]
+
+    def __init__(self, z_dim: int = 100, ch: int = 512):
+        super().__init__()
+        self.n_frames = TGAN_FRAMES
+        self.temporal = TGANTemporalGenerator(z_dim)
+        self.image = TGANImageGenerator(z_dim, ch)
+
+    @property
+    def z_dim(self) -> int:
+        return self.temporal.deconvs[0].in_channels
+
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                 n_frames: Optional[int] = None) -> torch.Tensor:
+        """z_0 ~ U(-1, 1)^z_dim, on the generator's device; the clip is always 16 frames."""
+        if n_frames not in (None, TGAN_FRAMES):
+            raise ValueError(f"n_frames={n_frames}: TGAN's temporal generator draws "
+                             f"{TGAN_FRAMES} frames")
+        device = next(self.parameters()).device
+        rng_device = generator.device if generator is not None else device
+        z = torch.rand(batch_size, self.z_dim, generator=generator, device=rng_device)
+        return (2 * z - 1).to(device, next(self.parameters()).dtype)
+
+    def video(self, z0: torch.Tensor) -> torch.Tensor:
+        """(B, z_dim) -> (B, 3, 16, H, W). Every frame of the batch in one image-generator
+        call, so its BatchNorm normalises over B * 16 frames, as the official code's does."""
+        z1 = self.temporal(z0)  # (B, z_dim, T)
+        b, t = z1.shape[0], z1.shape[2]
+        z_fast = z1.transpose(1, 2).reshape(b * t, -1)
+        z_slow = z0[:, None, :].expand(b, t, z0.shape[1]).reshape(b * t, -1)
+        frames = self.image(z_slow, z_fast)  # (B*T, 3, H, W)
+        return frames.view(b, t, *frames.shape[1:]).transpose(1, 2)
+
+    def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None,
+                n_frames: Optional[int] = None, render_level: Optional[int] = None):
+        if y is not None:
+            raise ValueError("TGAN is unconditional: pass no labels")
+        if n_frames not in (None, TGAN_FRAMES):
+            raise ValueError(f"n_frames={n_frames}: TGAN renders {TGAN_FRAMES} frames")
+        video = self.video(z)
+        return [video] if self.training else video
+
+
+class TGANDiscriminator(nn.Module):
+    """Four stride-2 3D convolutions (leaky ReLU; BN without beta after the second to
+    fourth), then a 2D convolution over the last 4x4 map: one score per clip (TGAN Table 1,
+    official VideoDiscriminatorNoBetaInitDefault). The official code also builds a ``bn0``
+    that its forward never uses; it is left out here (11,032,385 parameters in use)."""
+
+    def __init__(self, ch: int = 64, top: int = 4):
+        super().__init__()
+        widths = [3, ch, 2 * ch, 4 * ch, 8 * ch]
+        self.convs = nn.ModuleList(nn.Conv3d(widths[i], widths[i + 1], 4, 2, 1)
+                                   for i in range(4))
+        self.norms = nn.ModuleList(BatchNormNoBeta(w, dims=3) for w in widths[2:])
+        self.score = nn.Conv2d(widths[-1], 1, top, 1, 0)  # official c4
+        for layer in (*self.convs, self.score):
+            chainer_default_init_(layer)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> scores (B * T / 16,): one per clip at 16 frames."""
+        h = F.leaky_relu(self.convs[0](video), LEAKY_SLOPE)
+        for conv, norm in zip(self.convs[1:], self.norms):
+            h = F.leaky_relu(norm(conv(h)), LEAKY_SLOPE)
+        # (B, C, T', 4, 4) -> (B * T', C, 4, 4) as the official code reshapes it, without
+        # moving time next to the batch: the same thing at T' = 1 (16 frames), the only case
+        # it trains.
+        b, c, t = h.shape[:3]
+        return self.score(h.reshape(b * t, c, *h.shape[3:])).flatten()
+
