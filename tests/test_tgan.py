@@ -1,16 +1,10 @@
-"""TGAN's networks as the official code's UCF101 run builds them, and the WGAN constraints
-its updater applies (TGAN §4, Table 1-2)."""
+"""TGAN's networks as the official code's UCF101 run builds them (TGAN Table 1)."""
 import math
 
 import pytest
 import torch
-from torch import nn
 
-from vidgan.models.normalization import BatchNormNoBeta
-from vidgan.models.tgan import (TGAN_FRAMES, TGANDiscriminator, TGANGenerator,
-                                TGANTemporalGenerator)
-from vidgan.train.constraints import (clip_batchnorm_scales_, clip_singular_values_,
-                                      clip_weights_)
+from vidgan.models.tgan import TGAN_FRAMES, TGANDiscriminator, TGANGenerator
 
 
 def n_params(module):
@@ -95,61 +89,3 @@ def test_the_image_generator_normalises_over_all_frames_of_the_batch():
     bn = G.image.slow_norm
     torch.testing.assert_close(bn.running_mean, 0.1 * rows.mean(0))
     torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * rows.var(0, unbiased=True))
-
-
-def _matrix(singular_values, rows, cols, seed=0):
-    """A (rows, cols) matrix U diag(s) V^T with orthonormal U, V, in float64."""
-    g = torch.Generator().manual_seed(seed)
-    u, _ = torch.linalg.qr(torch.randn(rows, rows, generator=g, dtype=torch.float64))
-    v, _ = torch.linalg.qr(torch.randn(cols, cols, generator=g, dtype=torch.float64))
-    k = len(singular_values)
-    s = torch.tensor(singular_values, dtype=torch.float64)
-    return u[:, :k], s, v[:, :k]
-
-
-def test_singular_value_clipping_sets_singular_values_above_one_to_one():
-    """TGAN Table 2: a conv weight read as W' (out, -1) = U S V^T becomes U min(S, 1) V^T;
-    biases and weights of fewer than 4 dims stay (the official rule)."""
-    u, s, v = _matrix([3.0, 1.5, 0.5, 0.2], rows=4, cols=6)
-    conv = nn.Conv3d(2, 4, (3, 1, 1)).double()  # weight (4, 2, 3, 1, 1): W' is (4, 6)
-    linear = nn.Linear(6, 4).double()
-    with torch.no_grad():
-        conv.weight.copy_(((u * s) @ v.T).view(conv.weight.shape))
-    bias, linear_w = conv.bias.clone(), linear.weight.clone()
-    clip_singular_values_(nn.ModuleList([conv, linear]))
-    clipped = (u * torch.tensor([1.0, 1.0, 0.5, 0.2], dtype=torch.float64)) @ v.T
-    torch.testing.assert_close(conv.weight.reshape(4, 6), clipped)
-    assert torch.linalg.matrix_norm(conv.weight.detach().reshape(4, 6), ord=2).item() == \
-        pytest.approx(1.0)
-    assert torch.equal(conv.bias, bias) and torch.equal(linear.weight, linear_w)
-    # a weight whose singular values are all <= 1 is left as it was (up to rounding)
-    before = conv.weight.clone()
-    clip_singular_values_(conv)
-    torch.testing.assert_close(conv.weight, before)
-
-
-def test_batchnorm_scales_are_clipped_to_a_hundredth_of_sigma_and_sigma():
-    """The official code's form of TGAN Table 2: gamma in [0.01 sigma, sigma], sigma =
-    sqrt(running variance), no eps; for BN with and without beta."""
-    no_beta, plain = BatchNormNoBeta(3, dims=3), nn.BatchNorm2d(3)
-    variance = torch.tensor([4.0, 0.25, 1.0])
-    for gamma, running in ((no_beta.gamma, no_beta.bn.running_var),
-                           (plain.weight, plain.running_var)):
-        running.copy_(variance)
-        with torch.no_grad():
-            gamma.copy_(torch.tensor([3.0, 0.001, 0.5]))
-    clip_batchnorm_scales_(nn.ModuleList([no_beta, plain]))
-    expected = torch.tensor([2.0, 0.005, 0.5])  # min(3, 2); max(0.001, 0.01 * 0.5); kept
-    torch.testing.assert_close(no_beta.gamma.detach(), expected)
-    torch.testing.assert_close(plain.weight.detach(), expected)
-    assert torch.all(plain.bias == 0)  # beta is not clipped
-
-
-def test_weight_clipping_clamps_every_parameter():
-    layer = nn.Linear(3, 2)
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[0.5, -0.003, 0.02], [-2.0, 0.0, 0.009]]))
-    clip_weights_(layer, 0.01)
-    assert torch.equal(layer.weight.detach(),
-                       torch.tensor([[0.01, -0.003, 0.01], [-0.01, 0.0, 0.009]]))
-    assert layer.bias.abs().max() <= 0.01

@@ -147,6 +147,10 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
+    # "logistic": the non-saturating logistic loss (TGANv2, MoCoGAN). "wgan": the WGAN critic's
+    # E D(fake) - E D(real), and -E D(fake) for G (TGAN §3.2, Eq. 2), which needs a Lipschitz
+    # constraint on D: train.d_constraint (and no R1: loss.r1_weight=0 as TGAN).
+    type: str = "logistic"
     # "mean": the official code (it produced the paper's numbers): the softplus loss of every
     # head's logits, averaged over all of them (levels x batch). "sum": tgan2 Eq. (7), one
     # sigmoid over the sum of the level logits, as the paper's text writes it.
@@ -185,6 +189,16 @@ class TrainConfig:
     # iteration); "d_first": D step on its own fakes, then a new z and G forward through the
     # updated D (StyleGAN2's order; vidgan before 0.2).
     step_order: str = "g_first"
+    # "adam" (train.adam, betas, adam_eps); "rmsprop": Chainer's and torch's RMSprop, alpha
+    # 0.99, eps 1e-8 outside the square root (the official TGAN code's, lr 5e-5).
+    optimizer: str = "adam"
+    # A WGAN critic's constraint, applied to D after its update every d_constraint_interval
+    # iterations (TGAN Algorithm 1, n_clip; official: 5): "none"; "svc", TGAN's Singular Value
+    # Clipping of every conv weight and its clip of every BN scale (Table 2); "clip", WGAN's
+    # weight clipping of every D parameter to [-weight_clip, weight_clip].
+    d_constraint: str = "none"
+    d_constraint_interval: int = 1
+    weight_clip: float = 0.01
     lr_decay_iterations: int = 100000  # lr decays linearly to 0 over this many (tgan2 §5.2)
     n_dis: int = 1  # D updates per G update
     ema_beta: float = 0.999  # generator EMA; the EMA weights are used for sampling
@@ -254,6 +268,9 @@ CHOICES = {
     "data.subset": ("train", "val", "test", "all"),
     "data.decoder": ("pyav", "decord"),
     "loss.combine": ("sum", "mean"),
+    "loss.type": ("logistic", "wgan"),
+    "train.optimizer": ("adam", "rmsprop"),
+    "train.d_constraint": ("none", "svc", "clip"),
     "train.amp": ("none", "bf16"),
     "train.adam": ("chainer", "torch"),
     "train.step_order": ("g_first", "d_first"),
@@ -431,6 +448,7 @@ def validate(cfg: Config) -> None:
                         ("train.lr_decay_iterations", cfg.train.lr_decay_iterations),
                         ("train.log_interval", cfg.train.log_interval),
                         ("train.checkpoint_interval", cfg.train.checkpoint_interval),
+                        ("train.d_constraint_interval", cfg.train.d_constraint_interval),
                         ("data.synthetic_videos_per_class", cfg.data.synthetic_videos_per_class),
                         ("data.synthetic_frames", cfg.data.synthetic_frames),
                         ("eval.sample_rows", cfg.eval.sample_rows), ("eval.fps", cfg.eval.fps),
@@ -465,11 +483,16 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name}={value}: must be an integer >= 0")
     for name, value in (("train.lr", t.lr), ("train.adam_eps", t.adam_eps),
                         ("train.collective_timeout", t.collective_timeout),
+                        ("train.weight_clip", t.weight_clip),
                         ("train.main_work_timeout", t.main_work_timeout)):
         if not value > 0:
             raise ConfigError(f"{name}={value}: must be > 0")
     if cfg.loss.r1_weight < 0:
         raise ConfigError(f"loss.r1_weight={cfg.loss.r1_weight}: must be >= 0")
+    if t.optimizer == "rmsprop" and cfg.loss.r1_interval > 1:
+        raise ConfigError(f"loss.r1_interval={cfg.loss.r1_interval} with train.optimizer="
+                          f"rmsprop: lazy R1 rescales Adam's betas; use train.optimizer=adam or "
+                          f"loss.r1_interval=1")
     if cfg.loss.r1_interval < 1:
         raise ConfigError(f"loss.r1_interval={cfg.loss.r1_interval}: must be >= 1 (1 = R1 in "
                           f"every D step)")

@@ -45,3 +45,14 @@ def clip_weights_(module: nn.Module, c: float) -> None:
     [-c, c] (the official TGAN code's TGANUpdaterWGANClip: c = 0.01, BN scales included)."""
     for p in module.parameters():
         p.clamp_(-c, c)
+
+
+def constrain_discriminator(D: nn.Module, constraint: str, weight_clip: float = 0.01) -> None:
+    """train.d_constraint on ``D``: "svc" (both parts of TGAN Table 2), "clip" (WGAN)."""
+    if constraint == "svc":
+        clip_singular_values_(D)
+        clip_batchnorm_scales_(D)
+    elif constraint == "clip":
+        clip_weights_(D, weight_clip)
+    elif constraint != "none":
+        raise ValueError(f"train.d_constraint='{constraint}': expected none, svc or clip")

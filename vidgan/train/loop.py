@@ -27,7 +27,8 @@ from vidgan.train.ema import make_ema, update_ema
 from vidgan.train.logs import (Writer, add_gif, add_scalars, averaged, open_writer,
                                phase_scalars)
 from vidgan.train.loss import Fakes, GANLoss, PhaseResult
-from vidgan.train.optim import Adam
+from vidgan.train.constraints import constrain_discriminator
+from vidgan.train.optim import lazy_r1_ratio, make_optimizer
 from vidgan.train.rundir import (hold_run_dir, newest_readable, prepare_run_dir,
                                  set_aside_diverged, write_config)
 from vidgan.video_io import make_grid, to_uint8, write_mp4
@@ -91,9 +92,8 @@ class Trainer:
         self.D = build_discriminator(cfg).to(self.device)
         self.G_ema = make_ema(self.G)
         self.loss = GANLoss(self.G, self.D, cfg.model, cfg.loss)
-        adam = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, form=t.adam)
-        self.opt_G = Adam(self.G.parameters(), **adam)
-        self.opt_D = Adam(self.D.parameters(), **lazy_r1_adam(adam, self.r1_interval))
+        self.opt_G = make_optimizer(self.G.parameters(), t)
+        self.opt_D = make_optimizer(self.D.parameters(), t, self.r1_interval)
         self.r1_metrics: Dict[str, torch.Tensor] = {}  # the last lazy R1 step's, logged between
         self.step = 0
         # the checkpoint written last (or resumed from): what a lost process's error names
@@ -363,6 +363,10 @@ class Trainer:
                                                     fakes if j == 0 else None)
             metrics.update(d_metrics)
             finite &= ok
+        if t.d_constraint != "none" and (self.step + 1) % t.d_constraint_interval == 0:
+            # TGAN Algorithm 1: the critic's constraint after its update, every n_clip
+            # iterations (the official code: after the D step of iterations 5, 10, ...)
+            constrain_discriminator(self.D, t.d_constraint, t.weight_clip)
         if t.step_order == "d_first":
             g_metrics, g_ok, g_result = self.generator_step(g_labels, diagnose)
             metrics.update(g_metrics)
@@ -552,20 +556,6 @@ class Batches:
 
     def close(self) -> None:
         self._it = None  # its last reference: the workers are shut down now
-
-
-def lazy_r1_ratio(interval: int) -> float:
-    """StyleGAN2's mb_ratio k / (k + 1) for R1 every k D steps: k + 1 Adam steps take the
-    place of k, so D's lr is scaled by it and its betas raised to it (1.0 for k = 1)."""
-    return interval / (interval + 1) if interval > 1 else 1.0
-
-
-def lazy_r1_adam(adam: dict, interval: int) -> dict:
-    """D's Adam settings for ``loss.r1_interval`` (unchanged for 1, the paper)."""
-    if interval == 1:
-        return adam
-    ratio = lazy_r1_ratio(interval)
-    return {**adam, "lr": adam["lr"] * ratio, "betas": tuple(b ** ratio for b in adam["betas"])}
 
 
 def same_parameters(stored: ModelConfig, current: ModelConfig) -> bool:

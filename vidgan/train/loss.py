@@ -73,6 +73,28 @@ def g_loss(fake_logits: Logits, combine: str = "mean") -> torch.Tensor:
     return F.softplus(-torch.cat(fake)).mean()
 
 
+def wgan_d_loss(real_logits: Logits, fake_logits: Logits, combine: str = "mean"
+                ) -> torch.Tensor:
+    """The WGAN critic's loss, E D(fake) - E D(real) (TGAN Eq. 2, negated to be minimised),
+    over the heads as ``d_loss`` combines them."""
+    _check_combine(combine)
+    real, fake = _values(real_logits), _values(fake_logits)
+    if combine == "sum":
+        return sum(fake).mean() - sum(real).mean()
+    return torch.cat(fake).mean() - torch.cat(real).mean()
+
+
+def wgan_g_loss(fake_logits: Logits, combine: str = "mean") -> torch.Tensor:
+    """The WGAN generator's loss, -E D(G(z)) (TGAN Eq. 2)."""
+    _check_combine(combine)
+    fake = _values(fake_logits)
+    return -(sum(fake).mean() if combine == "sum" else torch.cat(fake).mean())
+
+
+# loss.type -> (D loss, G loss)
+LOSSES = {"logistic": (d_loss, g_loss), "wgan": (wgan_d_loss, wgan_g_loss)}
+
+
 def global_r1(real_inputs: Logits, real_logits: Logits) -> torch.Tensor:
     """``r1_penalty`` of this process's share of the batch times the number of processes:
     averaged over processes (as the gradients are), it is the sum over the global batch that
@@ -129,6 +151,9 @@ class GANLoss:
     def __init__(self, G: nn.Module, D: nn.Module, model: ModelConfig, loss: LossConfig):
         _check_combine(loss.combine)
         self.G, self.D, self.model, self.cfg = G, D, model, loss
+        if loss.type not in LOSSES:
+            raise ValueError(f"loss.type='{loss.type}': allowed values are {', '.join(LOSSES)}")
+        self.d_loss, self.g_loss = LOSSES[loss.type]
         for _, configure in self._heads_with("configure_loss"):
             configure(loss)
 
@@ -185,8 +210,9 @@ class GANLoss:
         inputs = self._real_inputs(real, need_grad=r1)
         real_logits, real_aux = split_outputs(self.D(inputs, y))
         fake_logits, fake_aux = split_outputs(self.D(fakes.videos, y))
-        terms = {"D_main": d_loss(self._flagged(real_logits, "shared_loss"),
-                                  self._flagged(fake_logits, "shared_loss"), self.cfg.combine)}
+        terms = {"D_main": self.d_loss(self._flagged(real_logits, "shared_loss"),
+                                       self._flagged(fake_logits, "shared_loss"),
+                                       self.cfg.combine)}
         stats = {}
         if r1:
             stats["loss/R1"] = self._r1(inputs, real_logits)
@@ -225,8 +251,8 @@ class GANLoss:
             # one graph node per head (a view), so head_gradients can tell the heads apart
             inputs = {name: x.view_as(x) for name, x in self.D.head_inputs(videos).items()}
             fake_logits, fake_aux = split_outputs(self.D(inputs, y))
-            terms = {"G_main": g_loss(self._flagged(fake_logits, "shared_loss"),
-                                      self.cfg.combine),
+            terms = {"G_main": self.g_loss(self._flagged(fake_logits, "shared_loss"),
+                                           self.cfg.combine),
                      **self._extra_terms("G", None, fake_aux, self.G.memory_condition(z))}
         finally:
             self.D.requires_grad_(True)

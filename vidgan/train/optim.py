@@ -1,4 +1,5 @@
-"""Adam as the official TGANv2 code runs it (Chainer's ``optimizers.Adam``).
+"""The optimizers of a run: Adam as the official TGANv2 code runs it (Chainer's
+``optimizers.Adam``), and RMSprop as the official TGAN code runs it.
 
 Chainer adds eps to sqrt(v) before the bias correction:
 
@@ -14,9 +15,12 @@ from typing import Iterable, Tuple
 
 import torch
 
-from vidgan.config import CHOICES
+from vidgan.config import CHOICES, TrainConfig
 
 ADAM_FORMS = CHOICES["train.adam"]
+# Chainer's RMSprop defaults, which the official TGAN code keeps: ms <- alpha ms + (1 - alpha)
+# g^2, p <- p - lr g / (sqrt(ms) + eps), the update torch.optim.RMSprop makes.
+RMSPROP_ALPHA, RMSPROP_EPS = 0.99, 1e-8
 
 
 def chainer_eps(eps: float, beta2: float, t: int) -> float:
@@ -53,3 +57,27 @@ class Adam(torch.optim.Adam):
             group["eps"] = (self.base_eps if self.form == "torch" else
                             chainer_eps(self.base_eps, group["betas"][1], self._next_step(group)))
         return super().step(closure)
+
+
+def lazy_r1_ratio(interval: int) -> float:
+    """StyleGAN2's mb_ratio k / (k + 1) for R1 every k D steps: k + 1 Adam steps take the
+    place of k, so D's lr is scaled by it and its betas raised to it (1.0 for k = 1)."""
+    return interval / (interval + 1) if interval > 1 else 1.0
+
+
+def lazy_r1_adam(adam: dict, interval: int) -> dict:
+    """D's Adam settings for ``loss.r1_interval`` (unchanged for 1, the paper)."""
+    if interval == 1:
+        return adam
+    ratio = lazy_r1_ratio(interval)
+    return {**adam, "lr": adam["lr"] * ratio, "betas": tuple(b ** ratio for b in adam["betas"])}
+
+
+def make_optimizer(params: Iterable, t: TrainConfig,
+                   r1_interval: int = 1) -> torch.optim.Optimizer:
+    """train.optimizer over ``params``: Adam (with D's lazy-R1 settings for ``r1_interval``)
+    or RMSprop (TGAN)."""
+    if t.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=t.lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS)
+    adam = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, form=t.adam)
+    return Adam(params, **lazy_r1_adam(adam, r1_interval))
