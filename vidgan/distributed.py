@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 
 from vidgan import signals
+from vidgan.config import TrainConfig
 
 # A collective still waiting this long after a stop signal (and after it began) cannot
 # complete: live peers answer within one step's imbalance, which is well below this.
@@ -53,8 +54,6 @@ STOP_GRACE_S = 5.0
 _POLL = datetime.timedelta(seconds=0.2)
 # Exit status of a process that left because a peer was lost (no checkpoint written).
 EXIT_PEER_LOST = 3
-# TrainConfig's defaults of train.collective_timeout and train.main_work_timeout (seconds).
-TIMEOUTS = (600.0, 7200.0)
 
 
 class PeerLostError(RuntimeError):
@@ -100,8 +99,9 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device: torch.device, collective_timeout: float = TIMEOUTS[0],
-                  main_work_timeout: float = TIMEOUTS[1]) -> torch.device:
+def init_from_env(device: torch.device,
+                  collective_timeout: float = TrainConfig.collective_timeout,
+                  main_work_timeout: float = TrainConfig.main_work_timeout) -> torch.device:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU) and return
     this process's device: one GPU per process (``cuda:LOCAL_RANK``) on CUDA. For a plain
     ``python train.py``, ``device`` unchanged and no group.
@@ -134,7 +134,7 @@ def _settings() -> _Group:
     defaults, made at the first collective that needs them (every process is there)."""
     global _group
     if _group is None:
-        _group = _new_group(TIMEOUTS[0], TIMEOUTS[1])
+        _group = _new_group(TrainConfig.collective_timeout, TrainConfig.main_work_timeout)
     return _group
 
 

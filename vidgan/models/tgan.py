@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from vidgan.models.init import lecun_normal_
-from vidgan.models.normalization import BN_EPS, BN_MOMENTUM, BatchNormNoBeta, GlobalBatchNorm1d
-from vidgan.models.normalization import GlobalBatchNorm2d
+from vidgan.models.normalization import (BN_EPS, BN_MOMENTUM, BatchNormNoBeta,
+                                         GlobalBatchNorm1d, GlobalBatchNorm2d)
 
 # The official code's frame count: four stride-2 deconvolutions from one step (1 -> 16).
 TGAN_FRAMES = 16
