@@ -1,5 +1,5 @@
-"""The TGANv2 training loop: per iteration one G update and n_dis D updates, in the official
-code's order by default (train.step_order)."""
+"""A training run: its directory, models, optimizers and data stream, resume and checkpoints,
+logging, signals and the end of the run. What one iteration does is vidgan/train/step.py."""
 from __future__ import annotations
 
 import contextlib
@@ -18,20 +18,18 @@ from vidgan.checkpoint import (checkpoint_path, checkpoint_step, load_checkpoint
                                save_checkpoint, set_rng_state)
 from vidgan.config import (BEHAVIOUR_ONLY_MODEL_KEYS, Config, ConfigError, ModelConfig,
                            changed_settings, config_from_dict, parent_dict, to_dict)
-from vidgan.data import (DataError, bad_files_error, build_dataset, build_loader, normalize,
-                         summarize_excluded)
+from vidgan.data import DataError, build_dataset, build_loader, summarize_excluded
 from vidgan.device import resolve_device
 from vidgan.metrics.registry import check_metric_names, classifiers_needed
 from vidgan.models import build_discriminator, build_generator, link_memory
-from vidgan.train.ema import make_ema, update_ema
-from vidgan.train.logs import (Writer, add_gif, add_scalars, averaged, open_writer,
-                               phase_scalars)
-from vidgan.train.loss import Fakes, GANLoss, PhaseResult
-from vidgan.train.constraints import constrain_discriminator
-from vidgan.train.optim import lazy_r1_ratio, make_optimizer
+from vidgan.train.ema import make_ema
+from vidgan.train.logs import Writer, add_scalars, averaged, open_writer
+from vidgan.train.loss import GANLoss
+from vidgan.train.optim import make_optimizer
+from vidgan.train.outputs import RunOutputs
 from vidgan.train.rundir import (hold_run_dir, newest_readable, prepare_run_dir,
                                  set_aside_diverged, write_config)
-from vidgan.video_io import make_grid, to_uint8, write_mp4
+from vidgan.train.step import Batches, TrainingStep
 
 
 class NonFiniteLossError(RuntimeError):
@@ -49,12 +47,7 @@ class RunResult:
     scores: Optional[Tuple[int, Dict[str, float]]]
 
 
-def linear_decay(base_lr: float, step: int, decay_iterations: int) -> float:
-    """lr decays linearly from base_lr to 0 over decay_iterations (tgan2 §5.2)."""
-    return base_lr * max(0.0, 1.0 - step / decay_iterations)
-
-
-class Trainer:
+class Trainer(TrainingStep, RunOutputs):
     """Holds G, D, EMA, optimizers and the data stream of one run directory."""
 
     def __init__(self, cfg: Config, resume: bool = False, resume_from: Optional[str] = None,
@@ -246,202 +239,6 @@ class Trainer:
             f"{first_bad}-{self.step}); stopped. The diverged state is in {diverged}; {advice}. "
             f"Lower train.lr, check the data, or raise train.max_nonfinite.")
 
-    # ------------------------------------------------------------------ step
-    def _set_lr(self) -> float:
-        lr = linear_decay(self.cfg.train.lr, self.step, self.cfg.train.lr_decay_iterations)
-        for opt, scale in ((self.opt_G, 1.0), (self.opt_D, lazy_r1_ratio(self.r1_interval))):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
-        return lr
-
-    def record_skips(self, skipped) -> None:
-        """Count clips the loader skipped (another video was drawn in their place)."""
-        for path, reason in skipped:
-            self.skipped_clips += 1
-            if path not in self.bad_files:
-                self.bad_files[path] = reason
-                tqdm.write(f"warning: skipped {path}: {reason}")
-
-    def too_many_bad_files(self) -> Optional[DataError]:
-        limit = self.cfg.data.max_bad_fraction
-        if len(self.bad_files) > limit * len(self.dataset):
-            return bad_files_error(sorted(self.bad_files.items()), len(self.dataset), limit,
-                                   "(they failed to decode during training)")
-        return None
-
-    def _labels(self, y: torch.Tensor) -> Optional[torch.Tensor]:
-        return y.to(self.device, non_blocking=True) if self.cfg.model.n_classes else None
-
-    def discriminator_step(self, video: torch.Tensor, y: Optional[torch.Tensor],
-                           d_step: int = 0, fakes: Optional[Fakes] = None) -> Tuple[Dict, bool]:
-        """D step number ``d_step`` (counted over the run) on ``fakes`` (None: a new G draw):
-        D main with R1 (Eq. 10), or with lazy R1 (k = ``loss.r1_interval`` > 1) D main alone,
-        then, every k-th D step, one more step on R1 alone weighted k * lambda (StyleGAN2's
-        "Dreg")."""
-        real = normalize(video.to(self.device, non_blocking=True))  # (B, 3, T, H, W)
-        lazy = self.r1_interval > 1
-        with self.amp:
-            result = self.loss.discriminator(real, y, r1=not lazy, fakes=fakes)
-        self.opt_D.zero_grad(set_to_none=True)
-        result.total.backward()
-        ok = self._step_if_finite(self.opt_D, self.D, result.total)
-        if ok:
-            self.loss.after_discriminator_step(result)
-        metrics = {"loss/D": result.total.detach(), **phase_scalars(result)}
-        if lazy and d_step % self.r1_interval == 0:
-            with self.amp:
-                reg = self.loss.discriminator_r1(real, y,
-                                                 self.r1_interval * self.cfg.loss.r1_weight)
-            self.opt_D.zero_grad(set_to_none=True)
-            reg.total.backward()
-            ok = self._step_if_finite(self.opt_D, self.D, reg.total) and ok
-            # its terms and stats; the main step's logits stay the ones logged
-            self.r1_metrics = {k: v for k, v in phase_scalars(reg).items()
-                               if not k.startswith("logits/")}
-        return {**metrics, **self.r1_metrics}, ok
-
-    def generator_step(self, y: Optional[torch.Tensor],
-                       head_gradients: bool = False) -> Tuple[Dict, bool, PhaseResult]:
-        """G step on a new z; also returns its phase result (``fakes``: that G forward's
-        videos, detached, and z). With ``head_gradients``, also the norm of the gradient each
-        D head sends G (``grad_G/<head>``)."""
-        with self.amp:
-            result = self.loss.generator(self.batch, y)
-        metrics = {"loss/G": result.total.detach()}
-        if head_gradients:
-            metrics.update({f"grad_G/{name}": v
-                            for name, v in self.loss.head_gradient_norms(result).items()})
-        self.opt_G.zero_grad(set_to_none=True)
-        result.total.backward()
-        ok = self._step_if_finite(self.opt_G, self.G, result.total)
-        return {**metrics, **phase_scalars(result)}, ok, result
-
-    @staticmethod
-    def _step_if_finite(opt: torch.optim.Optimizer, model: torch.nn.Module,
-                        loss: torch.Tensor) -> bool:
-        """Average the gradients over processes (torchrun; the loss comes back averaged too,
-        so every process decides alike), then step unless the loss is not finite."""
-        loss = distributed.average_gradients(model.parameters(), loss)
-        if not torch.isfinite(loss):
-            opt.zero_grad(set_to_none=True)
-            return False
-        opt.step()
-        return True
-
-    def train_step(self, batches) -> Dict:
-        """One iteration: one G update and n_dis D updates in ``train.step_order``, then the
-        EMA update. Returns detached metrics.
-
-        g_first (the official code's updater): the G step on a new z through D as it is, then
-        the D step on the videos of that same G forward (detached), so G runs forward once
-        per iteration; with n_dis > 1 every further D step draws new fakes (G in train mode,
-        without gradient), as the official loop does. d_first: the n_dis D steps, each on its
-        own fakes, then the G step on a new z through the updated D.
-        """
-        self.G.train()
-        metrics, finite = {}, True
-        t = self.cfg.train
-        # Fetch every batch first: a loader error then leaves the models untouched.
-        fetched = [next(batches) for _ in range(t.n_dis)]
-        labels = []
-        for _, y, skipped in fetched:
-            self.record_skips(skipped)
-            labels.append(self._labels(y))
-        # conditional fakes take the labels of a real batch: the first in g_first (the one
-        # its D step judges them beside), the last in d_first
-        g_labels = labels[0] if t.step_order == "g_first" else labels[-1]
-        # per-head gradients to G on the iterations whose metrics are logged
-        diagnose = t.head_gradients and ((self.step + 1) % t.log_interval == 0
-                                         or self.step + 1 == t.iterations)
-        fakes = None
-        if t.step_order == "g_first":
-            g_metrics, g_ok, g_result = self.generator_step(g_labels, diagnose)
-            metrics.update(g_metrics)  # the D step's logits/fake_* then replace G's
-            fakes = g_result.fakes
-        for j, ((video, _, _), y) in enumerate(zip(fetched, labels)):
-            d_metrics, ok = self.discriminator_step(video, y, self.step * t.n_dis + j,
-                                                    fakes if j == 0 else None)
-            metrics.update(d_metrics)
-            finite &= ok
-        if t.d_constraint != "none" and (self.step + 1) % t.d_constraint_interval == 0:
-            # TGAN Algorithm 1: the critic's constraint after its update, every n_clip
-            # iterations (the official code: after the D step of iterations 5, 10, ...)
-            constrain_discriminator(self.D, t.d_constraint, t.weight_clip)
-        if t.step_order == "d_first":
-            g_metrics, g_ok, g_result = self.generator_step(g_labels, diagnose)
-            metrics.update(g_metrics)
-        finite &= g_ok
-        if g_ok:
-            # The G step's writes (the memory's second fake write) come after the D step in
-            # both orders: in g_first the D step judges the very fakes of the G step, and a
-            # memory that had just stored them would read them as fake whatever D learnt.
-            metrics.update(self.loss.after_generator_step(g_result))
-        update_ema(self.G_ema, self.G, self.cfg.train.ema_beta, self.step)
-        self.step += 1
-        if finite:
-            self.nonfinite_streak = 0
-        else:
-            self.nonfinite_streak += 1
-            self.nonfinite_total += 1
-        metrics["nonfinite_skipped"] = self.nonfinite_total
-        metrics["data/skipped_clips"] = self.skipped_clips
-        metrics["data/bad_files"] = len(self.bad_files)
-        return metrics
-
-    # ---------------------------------------------------------------- output
-    @torch.no_grad()
-    def sample_grid(self) -> torch.Tensor:
-        """The fixed-z grid from the EMA generator, uint8 (3, T, H', W').
-
-        The noise comes from its own seeded generator, the same at every call, so sampling
-        never moves the training RNG (a resumed run stays bitwise identical); with MCGN the
-        memory slots are drawn from the memory as it is now.
-        """
-        fixed = torch.Generator().manual_seed(self.cfg.train.seed + 1)
-        z = self.G_ema.sample_z(self.cfg.eval.sample_rows ** 2, generator=fixed)
-        video = self.G_ema(z, self.y_fixed)
-        return make_grid(to_uint8(video).cpu(), self.cfg.eval.sample_rows)
-
-    def write_samples(self, writer: Writer) -> Optional[Path]:
-        """The fixed-z grid as mp4 and TensorBoard GIF; a failed write (full disk) is a
-        warning: samples can be drawn again from a checkpoint, so they never stop the run."""
-        grid = self.sample_grid()
-        path = self.out_dir / "samples" / f"sample_{self.step:08d}.mp4"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_mp4(path, grid, fps=self.cfg.eval.fps)
-            add_gif(writer, "samples/ema_fixed_z", grid, self.step, self.cfg.eval.fps)
-        except OSError as err:
-            tqdm.write(f"warning: could not write samples {path}: {err}")
-            return None
-        return path
-
-    def evaluate(self, writer: Writer) -> Dict[str, float]:
-        """One repeat of the tgan2 protocol on ``eval.n_samples`` clips of the EMA generator,
-        logged as eval/<metric> (eval/modes_covered, ... for the modes metric). Real
-        statistics are computed (or read from the cache) once. Under torchrun every process
-        renders its share of the clips and gets the scores of all (``evaluate_generator``)."""
-        from vidgan.metrics.evaluation import evaluate_generator, load_real_stats
-
-        ev = self.cfg.eval
-        if self.real_stats is None:
-            with distributed.main_first():  # rank 0 fills the statistics cache
-                self.real_stats = load_real_stats(self.cfg, self.classifiers, self.eval_metrics,
-                                                  device=self.device, batch_size=ev.batch_size,
-                                                  progress=self.main)
-        scores = evaluate_generator(self.G_ema, self.classifiers, metrics=self.eval_metrics,
-                                    n_samples=ev.n_samples, batch_size=ev.batch_size,
-                                    device=self.device, seed=self.cfg.train.seed + self.step,
-                                    real_stats=self.real_stats,
-                                    n_frames=self.cfg.model.n_frames)
-        self.last_scores = (self.step, scores)
-        for name, value in scores.items():
-            writer.add_scalar(f"eval/{name}", value, self.step)
-        if self.main:
-            tqdm.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}"
-                                                     for k, v in scores.items()))
-        return scores
-
     # ------------------------------------------------------------------ loop
     def run(self) -> RunResult:
         """Train until train.iterations; the result names the final checkpoint.
@@ -537,25 +334,6 @@ class Trainer:
         """Let go of train.out_dir (another run may then take it); also at process exit."""
         if self.run_lock is not None:
             self.run_lock.release()
-
-
-class Batches:
-    """The loader's batches, its iterator held here alone: ``close`` stops the worker
-    processes even while an exception's traceback still holds the frames that drew from it.
-    Left to the interpreter's exit instead, a worker (which ignores SIGTERM) would be joined
-    for ever, and the process would never leave."""
-
-    def __init__(self, loader: torch.utils.data.DataLoader):
-        self._it = iter(loader)
-
-    def __iter__(self) -> "Batches":
-        return self
-
-    def __next__(self):
-        return next(self._it)
-
-    def close(self) -> None:
-        self._it = None  # its last reference: the workers are shut down now
 
 
 def same_parameters(stored: ModelConfig, current: ModelConfig) -> bool:

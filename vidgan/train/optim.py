@@ -81,3 +81,10 @@ def make_optimizer(params: Iterable, t: TrainConfig,
         return torch.optim.RMSprop(params, lr=t.lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS)
     adam = dict(lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, form=t.adam)
     return Adam(params, **lazy_r1_adam(adam, r1_interval))
+def linear_decay(base_lr: float, step: int, decay_iterations: int) -> float:
+    """lr decays linearly from base_lr to 0 over decay_iterations (tgan2 §5.2); 0: no decay
+    (the official TGAN and VGAN code keep their lr)."""
+    if decay_iterations == 0:
+        return base_lr
+    return base_lr * max(0.0, 1.0 - step / decay_iterations)
+

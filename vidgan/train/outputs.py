@@ -1,0 +1,71 @@
+"""What a run writes besides checkpoints: the fixed-z sample grid (mp4, TensorBoard GIF)
+and the in-training evaluation of the EMA generator (tgan2 §5)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from tqdm import tqdm
+
+from vidgan import distributed
+from vidgan.train.logs import Writer, add_gif
+from vidgan.video_io import make_grid, to_uint8, write_mp4
+
+
+class RunOutputs:
+    """The sampling and scoring part of ``Trainer``: reads its cfg, G_ema, y_fixed, out_dir,
+    step, classifiers, eval_metrics, device and main, and keeps ``real_stats`` and
+    ``last_scores``."""
+    @torch.no_grad()
+    def sample_grid(self) -> torch.Tensor:
+        """The fixed-z grid from the EMA generator, uint8 (3, T, H', W').
+
+        The noise comes from its own seeded generator, the same at every call, so sampling
+        never moves the training RNG (a resumed run stays bitwise identical); with MCGN the
+        memory slots are drawn from the memory as it is now.
+        """
+        fixed = torch.Generator().manual_seed(self.cfg.train.seed + 1)
+        z = self.G_ema.sample_z(self.cfg.eval.sample_rows ** 2, generator=fixed)
+        video = self.G_ema(z, self.y_fixed)
+        return make_grid(to_uint8(video).cpu(), self.cfg.eval.sample_rows)
+
+    def write_samples(self, writer: Writer) -> Optional[Path]:
+        """The fixed-z grid as mp4 and TensorBoard GIF; a failed write (full disk) is a
+        warning: samples can be drawn again from a checkpoint, so they never stop the run."""
+        grid = self.sample_grid()
+        path = self.out_dir / "samples" / f"sample_{self.step:08d}.mp4"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mp4(path, grid, fps=self.cfg.eval.fps)
+            add_gif(writer, "samples/ema_fixed_z", grid, self.step, self.cfg.eval.fps)
+        except OSError as err:
+            tqdm.write(f"warning: could not write samples {path}: {err}")
+            return None
+        return path
+
+    def evaluate(self, writer: Writer) -> Dict[str, float]:
+        """One repeat of the tgan2 protocol on ``eval.n_samples`` clips of the EMA generator,
+        logged as eval/<metric> (eval/modes_covered, ... for the modes metric). Real
+        statistics are computed (or read from the cache) once. Under torchrun every process
+        renders its share of the clips and gets the scores of all (``evaluate_generator``)."""
+        from vidgan.metrics.evaluation import evaluate_generator, load_real_stats
+
+        ev = self.cfg.eval
+        if self.real_stats is None:
+            with distributed.main_first():  # rank 0 fills the statistics cache
+                self.real_stats = load_real_stats(self.cfg, self.classifiers, self.eval_metrics,
+                                                  device=self.device, batch_size=ev.batch_size,
+                                                  progress=self.main)
+        scores = evaluate_generator(self.G_ema, self.classifiers, metrics=self.eval_metrics,
+                                    n_samples=ev.n_samples, batch_size=ev.batch_size,
+                                    device=self.device, seed=self.cfg.train.seed + self.step,
+                                    real_stats=self.real_stats,
+                                    n_frames=self.cfg.model.n_frames)
+        self.last_scores = (self.step, scores)
+        for name, value in scores.items():
+            writer.add_scalar(f"eval/{name}", value, self.step)
+        if self.main:
+            tqdm.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}"
+                                                     for k, v in scores.items()))
+        return scores
