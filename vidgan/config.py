@@ -70,6 +70,12 @@ class MemoryConfig:
 
 @dataclass
 class ModelConfig:
+    # Which model: "tganv2" (TGANv2's multi-level generator and one 3D ResNet per level; with
+    # model.temporal=gru, MoCoGAN's temporal generator in it), "tgan" (TGAN: 1D-deconvolution
+    # temporal generator, per-frame image generator, one 3D-convolution critic) or "vgan"
+    # (VGAN: two-stream foreground/background generator, one 3D-convolution D). tgan and vgan
+    # read model.resolution, n_frames, z_dim, ch and dis_ch only.
+    family: str = "tganv2"
     resolution: int = 192  # H = W of the final level; FC map is resolution/64 (tgan2 §4.1);
     # 32 (not in the paper): a 1x1 map and one Up block fewer at level 1, for CPU-sized runs
     n_frames: int = 16  # T, frames per training clip
@@ -170,6 +176,10 @@ class LossConfig:
     memory: str = "own"
     memory_weight: float = 1.0
     memory_r1: bool = False  # R1 (Eq. 10) on the memory head too; the official memoryGAN has none
+    # A generator that composes its video through a mask m (VGAN's two streams): the sparsity
+    # prior lambda * ||m||_1 on the G step (VGAN §2.2, lambda 0.1), as the official code's
+    # L1Penalty gives it: lambda * the mean of m over every element of the batch.
+    mask_weight: float = 0.1
 
 
 @dataclass
@@ -199,7 +209,8 @@ class TrainConfig:
     d_constraint: str = "none"
     d_constraint_interval: int = 1
     weight_clip: float = 0.01
-    lr_decay_iterations: int = 100000  # lr decays linearly to 0 over this many (tgan2 §5.2)
+    # lr decays linearly to 0 over this many (tgan2 §5.2); 0 = a constant lr (TGAN, VGAN)
+    lr_decay_iterations: int = 100000
     n_dis: int = 1  # D updates per G update
     ema_beta: float = 0.999  # generator EMA; the EMA weights are used for sampling
     out_dir: str = "runs/default"
@@ -255,6 +266,7 @@ class Config:
 
 
 CHOICES = {
+    "model.family": ("tganv2", "tgan", "vgan"),
     "model.temporal": ("convlstm", "gru"),
     "model.frame_discriminator": ("none", "resnet2d", "memory"),
     "model.memory.update": ("em", "kaiser"),
@@ -298,16 +310,23 @@ BEHAVIOUR_ONLY_MODEL_KEYS = ("downsample", "init", "memory.condition", "memory.k
                              "memory.clip", "memory.g_step_write", "memory.read")
 # Keys that mean something only with the memory head (model.frame_discriminator=memory).
 MEMORY_KEYS = ("model.memory.", "loss.memory", "loss.mi_weight")
+# Model keys only the TGANv2 family (model.family=tganv2) reads.
+TGANV2_KEYS = ("model.temporal", "model.content_dim", "model.motion_dim", "model.clstm_",
+               "model.subsample", "model.dis_levels", "model.n_classes",
+               "model.frame_", "model.frames_per_video", "model.memory.", "model.downsample",
+               "model.init", "model.minibatch_std")
 # Keys (or key prefixes) read by one variant only: (key, the key that picks the variant, the
 # values that read it). Setting such a key for another variant is an error (``unused_keys``).
 VARIANT_KEYS = (
     ("model.z_dim", "model.temporal", ("convlstm",)),
+) + tuple((key, "model.family", ("tganv2",)) for key in TGANV2_KEYS) + (
     ("model.clstm_layers", "model.temporal", ("convlstm",)),
     ("model.content_dim", "model.temporal", ("gru",)),
     ("model.motion_dim", "model.temporal", ("gru",)),
     ("model.frame_level", "model.frame_discriminator", ("resnet2d", "memory")),
     ("model.frames_per_video", "model.frame_discriminator", ("resnet2d", "memory")),
 ) + tuple((key, "model.frame_discriminator", ("memory",)) for key in MEMORY_KEYS) + (
+    ("loss.mask_weight", "model.family", ("vgan",)),
     ("data.split", "data.dataset", ("ucf101",)),
     ("data.subset", "data.dataset", ("ucf101", "faceforensics")),
     ("data.synthetic_", "data.dataset", ("synthetic", "modes")),
@@ -379,6 +398,8 @@ def validate(cfg: Config) -> None:
                           f"256, or 32 (1x1 map, one Up block fewer: for CPU-sized runs)")
     if m.n_frames < 1:
         raise ConfigError(f"model.n_frames={m.n_frames}: must be an integer >= 1")
+    if m.family != "tganv2":
+        _validate_single_video_family(cfg)
     if len(m.subsample) != N_LEVELS - 1:
         raise ConfigError(f"model.subsample={list(m.subsample)}: expected {N_LEVELS - 1} factors, "
                           f"one per subsampling layer")
@@ -431,6 +452,8 @@ def validate(cfg: Config) -> None:
                               f"> 0 (official: 1)")
     if cfg.loss.mi_weight < 0:
         raise ConfigError(f"loss.mi_weight={cfg.loss.mi_weight}: must be >= 0")
+    if cfg.loss.mask_weight < 0:
+        raise ConfigError(f"loss.mask_weight={cfg.loss.mask_weight}: must be >= 0")
     if cfg.loss.memory_weight < 0:
         raise ConfigError(f"loss.memory_weight={cfg.loss.memory_weight}: must be >= 0")
     if m.minibatch_std < 0:
@@ -445,7 +468,6 @@ def validate(cfg: Config) -> None:
                         ("train.n_dis", cfg.train.n_dis),
                         ("train.keep_checkpoints", cfg.train.keep_checkpoints),
                         ("train.max_nonfinite", cfg.train.max_nonfinite),
-                        ("train.lr_decay_iterations", cfg.train.lr_decay_iterations),
                         ("train.log_interval", cfg.train.log_interval),
                         ("train.checkpoint_interval", cfg.train.checkpoint_interval),
                         ("train.d_constraint_interval", cfg.train.d_constraint_interval),
@@ -477,6 +499,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.n_classes={m.n_classes}: must be >= 0 (0 = unconditional)")
     t = cfg.train
     for name, value in (("train.iterations", t.iterations), ("train.seed", t.seed),
+                        ("train.lr_decay_iterations", t.lr_decay_iterations),
                         ("eval.sample_interval", cfg.eval.sample_interval),
                         ("eval.interval", cfg.eval.interval)):
         if value < 0:  # the two intervals: 0 = off
@@ -509,6 +532,25 @@ def validate(cfg: Config) -> None:
         raise ConfigError("loss.combine='sum' needs every level to judge the same videos, but "
                           "model.subsample_batch=true drops samples per level; use "
                           "loss.combine=mean (as the official code does) or subsample_batch=false")
+
+
+def _validate_single_video_family(cfg: Config) -> None:
+    """TGAN and VGAN: one generated video at one size, judged by one discriminator."""
+    m = cfg.model
+    r = m.resolution
+    if r < 32 or r & (r - 1):
+        raise ConfigError(f"model.resolution={r}: model.family={m.family} upsamples a 4x4 map "
+                          f"by 2 per layer, so it must be a power of two >= 32 (official: 64)")
+    frames = {"tgan": 16, "vgan": r // 2}[m.family]
+    why = {"tgan": "four stride-2 1D deconvolutions from one step (TGAN Table 1)",
+           "vgan": "the foreground stream doubles 2 frames as often as it doubles the 4x4 map "
+                   "(VGAN: 32 frames at 64 px)"}[m.family]
+    if m.n_frames != frames:
+        raise ConfigError(f"model.n_frames={m.n_frames}: model.family={m.family} at "
+                          f"model.resolution={r} draws {frames} frames: {why}")
+    if m.family == "tgan" and m.ch % 16:
+        raise ConfigError(f"model.ch={m.ch}: TGAN's image generator halves its width four "
+                          f"times; use a multiple of 16 (official: 512)")
 
 
 def setting(obj, dotted: str):

@@ -1,5 +1,6 @@
 """Batch normalisation as the official Chainer code uses it, and its class-conditional form."""
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -101,3 +102,24 @@ class GeneratorNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.norm(x, y) if self.conditional else self.norm(x)
+
+
+@contextlib.contextmanager
+def frozen_running_statistics(module: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave the running statistics of every BatchNorm in ``module``
+    as they were (train-mode outputs still use the batch's own statistics). The forwards
+    update copies, and the buffers are then set back to the untouched originals: a graph
+    built before (e.g. for R1's double backward) still finds them at the version it saved."""
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
+             and m.track_running_stats]
+    saved = [[getattr(m, n) for n in names] for m in norms]
+    for m, buffers in zip(norms, saved):
+        for n, b in zip(names, buffers):
+            setattr(m, n, b.clone())
+    try:
+        yield
+    finally:
+        for m, buffers in zip(norms, saved):
+            for n, b in zip(names, buffers):
+                setattr(m, n, b)

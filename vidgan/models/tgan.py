@@ -68,7 +68,7 @@ class TGANImageGenerator(nn.Module):
     VideoGeneratorInitUniform). Frames are folded into the batch: (N, z_dim) x 2 -> (N, 3, 64,
     64)."""
 
-    def __init__(self, z_dim: int = 100, ch: int = 512, bottom: int = 4):
+    def __init__(self, z_dim: int = 100, ch: int = 512, bottom: int = 4, resolution: int = 64):
         super().__init__()
         self.ch, self.bottom = ch, bottom
         half = bottom * bottom * ch // 2
@@ -76,9 +76,12 @@ class TGANImageGenerator(nn.Module):
         self.fast = nn.Linear(z_dim, half, bias=False)  # official l0f
         self.slow_norm = GlobalBatchNorm1d(half, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.fast_norm = GlobalBatchNorm1d(half, eps=BN_EPS, momentum=BN_MOMENTUM)
-        widths = [ch, ch // 2, ch // 4, ch // 8, ch // 16]
+        # official (64 px): four stride-2 deconvolutions, 512 -> 32 channels; other sizes
+        # take one per doubling of the 4x4 map, the width halving each time
+        n_up = (resolution // bottom).bit_length() - 1
+        widths = [ch // 2 ** i for i in range(n_up + 1)]
         self.deconvs = nn.ModuleList(nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1,
-                                                        bias=False) for i in range(4))
+                                                        bias=False) for i in range(n_up))
         self.norms = nn.ModuleList(GlobalBatchNorm2d(w, eps=BN_EPS, momentum=BN_MOMENTUM)
                                    for w in widths[1:])
         self.to_rgb = nn.ConvTranspose2d(widths[-1], 3, 3, 1, 1)  # official dc5, with bias
@@ -102,13 +105,13 @@ class TGANGenerator(nn.Module):
     video itself, (B, 3, 16, 64, 64) in [-1, 1]. Unconditional, 16 frames."""
 
     n_classes = 0
-    levels_rendered = [1]
+    levels_rendered = [1]  # one video, no levels
 
-    def __init__(self, z_dim: int = 100, ch: int = 512):
+    def __init__(self, z_dim: int = 100, ch: int = 512, resolution: int = 64):
         super().__init__()
         self.n_frames = TGAN_FRAMES
         self.temporal = TGANTemporalGenerator(z_dim)
-        self.image = TGANImageGenerator(z_dim, ch)
+        self.image = TGANImageGenerator(z_dim, ch, resolution=resolution)
 
     @property
     def z_dim(self) -> int:
@@ -124,6 +127,10 @@ class TGANGenerator(nn.Module):
         rng_device = generator.device if generator is not None else device
         z = torch.rand(batch_size, self.z_dim, generator=generator, device=rng_device)
         return (2 * z - 1).to(device, next(self.parameters()).dtype)
+
+    def memory_condition(self, z: torch.Tensor) -> None:
+        """TGAN takes no memory key (the model contract's MCGN hook)."""
+        return None
 
     def video(self, z0: torch.Tensor) -> torch.Tensor:
         """(B, z_dim) -> (B, 3, 16, H, W). Every frame of the batch in one image-generator
@@ -141,6 +148,8 @@ class TGANGenerator(nn.Module):
             raise ValueError("TGAN is unconditional: pass no labels")
         if n_frames not in (None, TGAN_FRAMES):
             raise ValueError(f"n_frames={n_frames}: TGAN renders {TGAN_FRAMES} frames")
+        if render_level not in (None, 1):
+            raise ValueError(f"render_level={render_level}: TGAN renders one level (1)")
         video = self.video(z)
         return [video] if self.training else video
 
@@ -151,8 +160,9 @@ class TGANDiscriminator(nn.Module):
     official VideoDiscriminatorNoBetaInitDefault). The official code also builds a ``bn0``
     that its forward never uses; it is left out here (11,032,385 parameters in use)."""
 
-    def __init__(self, ch: int = 64, top: int = 4):
+    def __init__(self, ch: int = 64, resolution: int = 64):
         super().__init__()
+        top = resolution // 16  # four stride-2 convolutions; official: 4x4 at 64 px
         widths = [3, ch, 2 * ch, 4 * ch, 8 * ch]
         self.convs = nn.ModuleList(nn.Conv3d(widths[i], widths[i + 1], 4, 2, 1)
                                    for i in range(4))

@@ -26,6 +26,7 @@ head's queries). A head may also define
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -35,6 +36,7 @@ from torch.nn import functional as F
 from vidgan import distributed
 from vidgan.config import CHOICES, LossConfig, ModelConfig
 from vidgan.data.targets import real_targets
+from vidgan.models.normalization import frozen_running_statistics
 
 Logits = Union[Sequence[torch.Tensor], Dict[str, torch.Tensor]]
 
@@ -93,6 +95,14 @@ def wgan_g_loss(fake_logits: Logits, combine: str = "mean") -> torch.Tensor:
 
 # loss.type -> (D loss, G loss)
 LOSSES = {"logistic": (d_loss, g_loss), "wgan": (wgan_d_loss, wgan_g_loss)}
+
+
+def mask_sparsity(mask: torch.Tensor) -> torch.Tensor:
+    """VGAN's sparsity prior ||m(z)||_1 (§2.2) as the official code applies it: the mean of
+    |m| over every element of the batch (Torch's L1Penalty with sizeAverage), so the prior's
+    weight does not grow with the clip's size. Averaged over processes with the gradients,
+    it is the mean over the global batch."""
+    return mask.abs().mean()
 
 
 def global_r1(real_inputs: Logits, real_logits: Logits) -> torch.Tensor:
@@ -188,7 +198,10 @@ class GANLoss:
         leaf per head, so R1 (Eq. 10) is each head's own gradient norm even when two heads
         judge the same level."""
         m = self.model
-        targets = real_targets(real, m.subsample, m.dis_levels, self.D.batch_stride)
+        if m.family == "tganv2":
+            targets = real_targets(real, m.subsample, m.dis_levels, self.D.batch_stride)
+        else:  # one discriminator of the whole clip (TGAN, VGAN)
+            targets = self.D.real_targets(real)
         inputs = self.D.head_inputs(targets)
         return {name: x.detach().requires_grad_(True) for name, x in inputs.items()} \
             if need_grad else inputs
@@ -206,10 +219,17 @@ class GANLoss:
             z = self.sample_z(real.shape[0])
             with torch.no_grad():
                 fakes = Fakes(z, self.G(z, y))
+            reused = contextlib.nullcontext()
+        else:
+            # The G phase judged these very fakes with this D already and moved its BN
+            # running statistics; the official updaters reuse that forward's outputs, so the
+            # statistics move once per fake batch: here too (no-op for a D without BN).
+            reused = frozen_running_statistics(self.D)
         z = fakes.z
         inputs = self._real_inputs(real, need_grad=r1)
         real_logits, real_aux = split_outputs(self.D(inputs, y))
-        fake_logits, fake_aux = split_outputs(self.D(fakes.videos, y))
+        with reused:
+            fake_logits, fake_aux = split_outputs(self.D(fakes.videos, y))
         terms = {"D_main": self.d_loss(self._flagged(real_logits, "shared_loss"),
                                        self._flagged(fake_logits, "shared_loss"),
                                        self.cfg.combine)}
@@ -254,6 +274,9 @@ class GANLoss:
             terms = {"G_main": self.g_loss(self._flagged(fake_logits, "shared_loss"),
                                            self.cfg.combine),
                      **self._extra_terms("G", None, fake_aux, self.G.memory_condition(z))}
+            mask = getattr(videos, "mask", None)  # a generator that composes through a mask
+            if mask is not None and self.cfg.mask_weight > 0:
+                terms["G_mask"] = self.cfg.mask_weight * mask_sparsity(mask)
         finally:
             self.D.requires_grad_(True)
         return PhaseResult(sum(terms.values()), terms, {}, {"fake": fake_logits},
