@@ -188,4 +188,4 @@ def normalize(video: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], on whatever device the batch already is (float32; a
     float64 batch of 0..255 values stays float64, for exactness tests in double precision)."""
     dtype = torch.float64 if video.dtype == torch.float64 else torch.float32
-    return video.to(dtype).div_(127.5).sub_(1.0)
+    return video.to(dtype, copy=True).div_(127.5).sub_(1.0)  # the caller's batch untouched
