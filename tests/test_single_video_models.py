@@ -68,6 +68,17 @@ def test_tgan_config_errors_name_the_key(override, needle):
         load_config("ucf101_tgan.yaml", override)
 
 
+@pytest.mark.parametrize("config, override, needle", [
+    ("ucf101_vgan.yaml", ["model.n_frames=16"], "model.n_frames=16"),
+    ("ucf101_vgan.yaml", ["loss.mask_weight=-1"], "loss.mask_weight=-1"),
+    ("ucf101_st4.yaml", ["loss.mask_weight=0.5"], "model.family=vgan"),
+    ("ucf101_st4.yaml", ["model.family=gan"], "tganv2, tgan, vgan"),
+])
+def test_family_config_errors_name_the_key(config, override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(config, override)
+
+
 def test_tgan_step_is_g_then_d_on_the_same_fakes(tmp_path, root32):
     """The official update_core: the G step through the D of before this iteration's update,
     then the D step on that very batch of fakes; D's BN statistics move once per batch
@@ -88,6 +99,31 @@ def test_tgan_step_is_g_then_d_on_the_same_fakes(tmp_path, root32):
     for norm in trainer.D.net.norms:
         assert norm.bn.num_batches_tracked.item() == 2
     assert trainer.G.image.slow_norm.num_batches_tracked.item() == 1
+
+
+def test_tgan_clips_after_the_d_step_of_iterations_5_and_10(tmp_path, root32):
+    """TGANUpdaterWGANSVC(freq=5): the counter, incremented after the D step, is a multiple of
+    5 after iterations 5, 10, ...: D's weights leave iterations 1-4 with some spectral norm
+    above 1 and iteration 5 with none; iteration 6's G step judges with that clipped D."""
+    trainer = Trainer(_cfg(tmp_path, root32, TGAN, "train.d_constraint_interval=5",
+                           "train.lr=1e-3"))
+    batches = iter(trainer.loader)
+
+    def largest_norm():
+        return max(torch.linalg.matrix_norm(p.detach().flatten(1), ord=2).item()
+                   for p in trainer.D.parameters() if p.dim() >= 4)
+    norms = []
+    for _ in range(5):
+        trainer.train_step(batches)
+        norms.append(largest_norm())
+    assert min(norms[:4]) > 1.01 and norms[4] <= 1 + 1e-5
+    clipped = [p.detach().clone() for p in trainer.D.parameters()]
+    seen = []
+    trainer.D.net.register_forward_pre_hook(lambda mod, args: seen.append(
+        [p.detach().clone() for p in mod.parameters()]))
+    trainer.train_step(batches)
+    assert all(torch.equal(a, b) for a, b in zip(seen[0], clipped))
+    assert largest_norm() > 1.0  # iteration 6's D step moves D again, unclipped until 10
 
 
 def test_tgan_trains_and_resumes_bitwise(tmp_path, root32):

@@ -398,7 +398,7 @@ def validate(cfg: Config) -> None:
                           f"256, or 32 (1x1 map, one Up block fewer: for CPU-sized runs)")
     if m.n_frames < 1:
         raise ConfigError(f"model.n_frames={m.n_frames}: must be an integer >= 1")
-    if m.family != "tganv2":
+    if m.family in ("tgan", "vgan"):  # another value: the CHOICES check below names it
         _validate_single_video_family(cfg)
     if len(m.subsample) != N_LEVELS - 1:
         raise ConfigError(f"model.subsample={list(m.subsample)}: expected {N_LEVELS - 1} factors, "
