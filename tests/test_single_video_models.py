@@ -284,3 +284,18 @@ def test_vgan_32_frames_evaluate_on_their_first_16(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     record = json.loads(ckpt.with_name(f"{ckpt.stem}_eval_tgan.json").read_text())
     assert 1.0 <= record["scores"]["is"]["values"][0] <= 2.0
+
+
+@pytest.mark.parametrize("config, params", [("ucf101_tgan.yaml", (4_448_135, 11_032_385)),
+                                            ("ucf101_vgan.yaml", (16_245_383, 11_057_858))])
+def test_cost_profile_counts_one_clip(config, params):
+    """vidgan.profile at batch 1: the whole generator is its one level. TGAN's D: the MACs of
+    its five convolutions written out (4x4x4 kernels, stride 2, 64 px, 16 frames)."""
+    from vidgan.profile import profile_step
+    result = profile_step(load_config(config))
+    assert (result["params"]["G"], result["params"]["D"]) == params
+    assert set(result["G"]["macs"]) <= {"L1", "other"} and result["G"]["macs"]["L1"] > 0
+    if config == "ucf101_tgan.yaml":
+        shapes = [(3, 64, 16, 64), (64, 128, 8, 32), (128, 256, 4, 16), (256, 512, 2, 8)]
+        convs = sum(o * (t // 2) * (s // 2) ** 2 * i * 64 for i, o, t, s in shapes)
+        assert result["D"]["macs"]["video"] == convs + 512 * 16  # + c4 on the 4x4 map

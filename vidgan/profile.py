@@ -76,23 +76,30 @@ def profile_step(cfg: Config) -> dict:
     with torch.device("meta"):
         G = build_generator(cfg).train()
         D = build_discriminator(cfg).train()
-    # Level l of G = its Up blocks + its renderer; level 1 also holds the temporal generator.
-    g_modules = {"L1": G.temporal}
-    for i, blocks in enumerate(G.levels):
-        for j, block in enumerate(blocks):
-            g_modules[f"L{i + 1}/block{j}"] = block
-    for level, renderer in G.renderers.items():
-        g_modules[f"L{level}/render"] = renderer
+    if cfg.model.family == "tganv2":
+        # Level l of G = its Up blocks + its renderer; level 1 also holds the temporal
+        # generator.
+        g_modules = {"L1": G.temporal}
+        for i, blocks in enumerate(G.levels):
+            for j, block in enumerate(blocks):
+                g_modules[f"L{i + 1}/block{j}"] = block
+        for level, renderer in G.renderers.items():
+            g_modules[f"L{level}/render"] = renderer
+    else:  # TGAN, VGAN: one video at one size, the whole generator is its level
+        g_modules = {"L1": G}
     d_modules = {name: D.head(name) for name in D.head_levels}  # L1..L4 (+ frame)
 
     def level_of(label: str) -> str:
         return label.split("/")[0]
 
+    # TGAN's temporal generator normalises a batch of one time step: BN needs 2 clips, and
+    # the counts (linear in the batch) are halved back to one clip
+    batch = 1 if cfg.model.family == "tganv2" else 2
     y = torch.zeros(1, dtype=torch.long, device="meta") if cfg.model.n_classes else None
     counters = {"G": CostCounter(), "D": CostCounter()}
     handles = (_label_modules(counters["G"], g_modules) +
                _label_modules(counters["D"], d_modules))
-    z = torch.zeros(1, G.z_dim, device="meta")  # any latent: MACs depend on shapes only
+    z = torch.zeros(batch, G.z_dim, device="meta")  # any latent: MACs depend on shapes only
     with torch.no_grad():
         with counters["G"]:
             videos = G(z, y)
@@ -104,9 +111,9 @@ def profile_step(cfg: Config) -> dict:
     for name, counter in counters.items():
         macs, mem = defaultdict(int), defaultdict(int)
         for label, v in counter.macs.items():
-            macs[level_of(label)] += v
+            macs[level_of(label)] += v // batch
         for label, v in counter.bytes.items():
-            mem[level_of(label)] += v
+            mem[level_of(label)] += v // batch
         result[name] = {"macs": dict(macs), "bytes": dict(mem),
                         "frames": [v.shape[2] for v in videos]}
     result["params"] = {"G": sum(p.numel() for p in G.parameters()),
@@ -121,8 +128,10 @@ def naive_of(cfg: Config) -> Config:
 
 
 def format_table(cfg: Config, ours: dict, naive: dict) -> str:
-    lines = [f"resolution {cfg.model.resolution}, T={cfg.model.n_frames}, "
-             f"subsample={list(cfg.model.subsample)}, batch 1, training step (forward)",
+    levels = (f"subsample={list(cfg.model.subsample)}" if cfg.model.family == "tganv2"
+              else f"model.family={cfg.model.family} (one level: naive = itself)")
+    lines = [f"resolution {cfg.model.resolution}, T={cfg.model.n_frames}, {levels}, batch 1, "
+             f"training step (forward)",
              f"parameters: G {ours['params']['G'] / 1e6:.2f} M, D {ours['params']['D'] / 1e6:.2f} M,"
              f" total {(ours['params']['G'] + ours['params']['D']) / 1e8:.3f}e8",
              f"frames per level: G {ours['G']['frames']} (naive {naive['G']['frames']})", "",
