@@ -26,6 +26,17 @@ def root32(tmp_path_factory):
                          size=32)
 
 
+@pytest.fixture(scope="module")
+def c3d_weights(tmp_path_factory):
+    """A C3D in the real layout with He-normal random weights (logits vary with the clip)."""
+    from vidgan.metrics import C3D, save_c3d
+    torch.manual_seed(0)
+    c3d = C3D()
+    for module in list(c3d.convs.values()) + list(c3d.fcs.values()):
+        torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    return save_c3d(c3d, tmp_path_factory.mktemp("c3d") / "c3d.pt")
+
+
 def _cfg(tmp_path, root, family, *extra):
     return tiny_config(*family, f"data.root={root}", "data.dataset=folder",
                        f"train.out_dir={tmp_path / 'run'}", "train.checkpoint_interval=1000",
@@ -153,18 +164,13 @@ def test_tgan_trains_and_resumes_bitwise(tmp_path, root32):
     assert state["config"]["model"]["family"] == "tgan"
 
 
-def test_tgan_checkpoint_evaluates_with_the_tgan_protocol(tmp_path, root32, capsys):
+def test_tgan_checkpoint_evaluates_with_the_tgan_protocol(tmp_path, root32, c3d_weights,
+                                                          capsys):
     """The C3D inception score as TGAN reported it (protocol tgan), on a random-weight C3D:
     the clips go through the metric unchanged (16 frames, upscaled to C3D's input)."""
     cfg = _cfg(tmp_path, root32, TGAN, "train.iterations=1")
     ckpt = Trainer(cfg).run().checkpoint
-    from vidgan.metrics import C3D, save_c3d
-    torch.manual_seed(0)
-    c3d = C3D()
-    for module in list(c3d.convs.values()) + list(c3d.fcs.values()):
-        torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    weights = save_c3d(c3d, tmp_path / "c3d.pt")
-    code = evaluate.main(["--checkpoint", str(ckpt), "--c3d-weights", str(weights),
+    code = evaluate.main(["--checkpoint", str(ckpt), "--c3d-weights", str(c3d_weights),
                           "--protocol", "tgan", "--metrics", "is", "--n-samples", "4",
                           "--repeats", "1", "--batch-size", "2", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
@@ -265,20 +271,14 @@ def test_vgan_trains_and_resumes_bitwise(tmp_path, root32):
     assert not torch.equal(init["G.mask.weight"], a["G.mask.weight"])
 
 
-def test_vgan_32_frames_evaluate_on_their_first_16(tmp_path, capsys):
+def test_vgan_32_frames_evaluate_on_their_first_16(tmp_path, c3d_weights, capsys):
     """The C3D score of a 32-frame VGAN (64 px) takes frames 1-16 of each clip."""
     from vidgan.data.synthetic import write_dataset
-    from vidgan.metrics import C3D, save_c3d
     root = write_dataset(tmp_path / "data", per_class=1, n_frames=32, size=64)
     cfg = _cfg(tmp_path, root, VGAN, "model.resolution=64", "model.n_frames=32",
                "train.iterations=1", "train.batch_size=2")
     ckpt = Trainer(cfg).run().checkpoint
-    torch.manual_seed(0)
-    c3d = C3D()
-    for module in list(c3d.convs.values()) + list(c3d.fcs.values()):
-        torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    weights = save_c3d(c3d, tmp_path / "c3d.pt")
-    code = evaluate.main(["--checkpoint", str(ckpt), "--c3d-weights", str(weights),
+    code = evaluate.main(["--checkpoint", str(ckpt), "--c3d-weights", str(c3d_weights),
                           "--protocol", "tgan", "--metrics", "is", "--n-samples", "2",
                           "--repeats", "1", "--batch-size", "2", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
