@@ -54,3 +54,18 @@ def tiny_config(*overrides):
 def synthetic_root(tmp_path_factory):
     from vidgan.data.synthetic import write_dataset
     return write_dataset(tmp_path_factory.mktemp("synthetic"), per_class=3, n_frames=12, size=64)
+
+
+@pytest.fixture(scope="session")
+def c3d_pt(tmp_path_factory):
+    """A converted-format C3D with He-normal random weights (logits vary with the input)."""
+    import torch
+
+    from vidgan.metrics import C3D, save_c3d
+    torch.manual_seed(0)
+    model = C3D()
+    for module in list(model.convs.values()) + list(model.fcs.values()):
+        torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        torch.nn.init.normal_(module.bias, std=0.01)
+    model.mean_offset.uniform_(8, 48)  # 128 - a mean in [80, 120]
+    return save_c3d(model, tmp_path_factory.mktemp("c3d") / "c3d_ucf101.pt")

@@ -19,18 +19,6 @@ from vidgan.models import build_generator
 
 
 @pytest.fixture(scope="session")
-def c3d_pt(tmp_path_factory):
-    """A converted-format C3D with He-normal random weights (logits vary with the input)."""
-    torch.manual_seed(0)
-    model = C3D()
-    for module in list(model.convs.values()) + list(model.fcs.values()):
-        torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        torch.nn.init.normal_(module.bias, std=0.01)
-    model.mean_offset.uniform_(8, 48)  # 128 - a mean in [80, 120]
-    return save_c3d(model, tmp_path_factory.mktemp("c3d") / "c3d_ucf101.pt")
-
-
-@pytest.fixture(scope="session")
 def c3d(c3d_pt):
     return load_c3d(c3d_pt)
 

@@ -26,15 +26,15 @@ def root32(tmp_path_factory):
                          size=32)
 
 
-@pytest.fixture(scope="module")
-def c3d_weights(tmp_path_factory):
-    """A C3D in the real layout with He-normal random weights (logits vary with the clip)."""
-    from vidgan.metrics import C3D, save_c3d
-    torch.manual_seed(0)
-    c3d = C3D()
-    for module in list(c3d.convs.values()) + list(c3d.fcs.values()):
-        torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    return save_c3d(c3d, tmp_path_factory.mktemp("c3d") / "c3d.pt")
+def _tgan_is(ckpt, c3d, n_samples: int, capsys) -> float:
+    """The C3D IS of ``ckpt`` by the evaluation CLI, TGAN's protocol, one repeat."""
+    code = evaluate.main(["--checkpoint", str(ckpt), "--c3d-weights", str(c3d),
+                          "--protocol", "tgan", "--metrics", "is", "--n-samples",
+                          str(n_samples), "--repeats", "1", "--batch-size", "2",
+                          "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads(ckpt.with_name(f"{ckpt.stem}_eval_tgan.json").read_text())
+    return record["scores"]["is"]["values"][0]
 
 
 def _cfg(tmp_path, root, family, *extra):
@@ -164,18 +164,13 @@ def test_tgan_trains_and_resumes_bitwise(tmp_path, root32):
     assert state["config"]["model"]["family"] == "tgan"
 
 
-def test_tgan_checkpoint_evaluates_with_the_tgan_protocol(tmp_path, root32, c3d_weights,
+def test_tgan_checkpoint_evaluates_with_the_tgan_protocol(tmp_path, root32, c3d_pt,
                                                           capsys):
     """The C3D inception score as TGAN reported it (protocol tgan), on a random-weight C3D:
     the clips go through the metric unchanged (16 frames, upscaled to C3D's input)."""
     cfg = _cfg(tmp_path, root32, TGAN, "train.iterations=1")
     ckpt = Trainer(cfg).run().checkpoint
-    code = evaluate.main(["--checkpoint", str(ckpt), "--c3d-weights", str(c3d_weights),
-                          "--protocol", "tgan", "--metrics", "is", "--n-samples", "4",
-                          "--repeats", "1", "--batch-size", "2", "--device", "cpu"])
-    assert code == 0, capsys.readouterr().err
-    record = json.loads(ckpt.with_name(f"{ckpt.stem}_eval_tgan.json").read_text())
-    assert 1.0 <= record["scores"]["is"]["values"][0] <= 4.0
+    assert 1.0 <= _tgan_is(ckpt, c3d_pt, 4, capsys) <= 4.0
 
 
 # ---------------------------------------------------------------------------------- VGAN
@@ -271,19 +266,14 @@ def test_vgan_trains_and_resumes_bitwise(tmp_path, root32):
     assert not torch.equal(init["G.mask.weight"], a["G.mask.weight"])
 
 
-def test_vgan_32_frames_evaluate_on_their_first_16(tmp_path, c3d_weights, capsys):
+def test_vgan_32_frames_evaluate_on_their_first_16(tmp_path, c3d_pt, capsys):
     """The C3D score of a 32-frame VGAN (64 px) takes frames 1-16 of each clip."""
     from vidgan.data.synthetic import write_dataset
     root = write_dataset(tmp_path / "data", per_class=1, n_frames=32, size=64)
     cfg = _cfg(tmp_path, root, VGAN, "model.resolution=64", "model.n_frames=32",
                "train.iterations=1", "train.batch_size=2")
     ckpt = Trainer(cfg).run().checkpoint
-    code = evaluate.main(["--checkpoint", str(ckpt), "--c3d-weights", str(c3d_weights),
-                          "--protocol", "tgan", "--metrics", "is", "--n-samples", "2",
-                          "--repeats", "1", "--batch-size", "2", "--device", "cpu"])
-    assert code == 0, capsys.readouterr().err
-    record = json.loads(ckpt.with_name(f"{ckpt.stem}_eval_tgan.json").read_text())
-    assert 1.0 <= record["scores"]["is"]["values"][0] <= 2.0
+    assert 1.0 <= _tgan_is(ckpt, c3d_pt, 2, capsys) <= 2.0
 
 
 @pytest.mark.parametrize("config, params", [("ucf101_tgan.yaml", (4_448_135, 11_032_385)),
