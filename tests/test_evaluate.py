@@ -14,7 +14,7 @@ from vidgan.config import to_dict
 from vidgan.evaluate import main
 from vidgan.metrics.evaluation import (eval_dataset, evaluate_generator, generated_clips,
                                        load_real_stats, read_clips, real_clips)
-from vidgan.metrics import C3D, inception_score, load_c3d, mean_cov, save_c3d
+from vidgan.metrics import inception_score, load_c3d, mean_cov
 from vidgan.models import build_generator
 
 
