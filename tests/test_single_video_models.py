@@ -137,7 +137,7 @@ def test_tgan_clips_after_the_d_step_of_iterations_5_and_10(tmp_path, root32):
     assert largest_norm() > 1.0  # iteration 6's D step moves D again, unclipped until 10
 
 
-def test_tgan_trains_and_resumes_bitwise(tmp_path, root32):
+def test_tgan_trains_and_resumes_bitwise(tmp_path, root32, capsys):
     extra = ["train.d_constraint_interval=2"]  # clipping at iterations 2 and 4
     straight = Trainer(_cfg(tmp_path / "a", root32, TGAN, "train.iterations=4", *extra))
     straight.run()
@@ -160,6 +160,13 @@ def test_tgan_trains_and_resumes_bitwise(tmp_path, root32):
     assert generate.main(["--checkpoint", str(result.checkpoint), "--out", str(out),
                           "--grid", "2x2", "--device", "cpu"]) == 0
     assert (out / "grid.mp4").stat().st_size > 0
+    # what needs a TGANv2 generator is refused in one line naming the family
+    capsys.readouterr()
+    for layout in (["--content-motion", "2x2"], ["--memory-slots", "2"]):
+        assert generate.main(["--checkpoint", str(result.checkpoint), "--out", str(out),
+                              *layout]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and len(err.splitlines()) == 1
     state = load_checkpoint(result.checkpoint)
     assert state["config"]["model"]["family"] == "tgan"
 

@@ -152,8 +152,9 @@ def interpolate_videos(G: Generator, pairs: int, steps: int, seed: int = 0,
 
 
 def check_content_motion(G: Generator, source: str = "this generator") -> None:
-    if not isinstance(G.temporal, MoCoGANTemporalGenerator):
-        raise ValueError(f"{source} has a {type(G.temporal).__name__}, whose single z has no "
+    temporal = getattr(G, "temporal", G)  # TGAN's and VGAN's latent: one z, no split either
+    if not isinstance(temporal, MoCoGANTemporalGenerator):
+        raise ValueError(f"{source} has a {type(temporal).__name__}, whose single z has no "
                          f"content/motion split; content x motion needs a MoCoGAN generator "
                          f"(model.temporal=gru)")
 
@@ -327,15 +328,17 @@ def _plan(args, model: LoadedGenerator):
         if args.class_ is not None or args.classes:
             raise ValueError("--memory-slots: memory-conditional models are unconditional; "
                              "drop --class/--classes")
-        if model.G.memory is None:
+        if getattr(model.G, "memory", None) is None:
             raise ValueError(f"--memory-slots: checkpoint {model.path} is not memory-"
                              f"conditional (model.frame_discriminator="
                              f"{model.cfg.model.frame_discriminator}, condition_generator="
                              f"{model.cfg.model.memory.condition_generator})")
         return args.memory_slots, None
     if args.content_motion:
-        check_content_motion(model.G, f"--content-motion: checkpoint {model.path} "
-                                      f"(model.temporal={model.cfg.model.temporal})")
+        m = model.cfg.model
+        which = (f"model.temporal={m.temporal}" if m.family == "tganv2"
+                 else f"model.family={m.family}")
+        check_content_motion(model.G, f"--content-motion: checkpoint {model.path} ({which})")
         if args.n is not None or args.classes:
             raise ValueError("--content-motion RxC sets the clips itself (R contents x C "
                              "motions); drop --n/--classes (--class K fixes every row's class)")
