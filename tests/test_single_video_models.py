@@ -43,6 +43,17 @@ def _cfg(tmp_path, root, family, *extra):
                        "eval.sample_interval=1000", *extra)
 
 
+def _shipped(name, tmp_path, root, *extra):
+    """The shipped config ``name`` at tiny sizes (32 px, 16 frames, batch 4) on ``root``."""
+    ch = {"ucf101_tgan.yaml": 32, "ucf101_vgan.yaml": 16}[name]
+    return load_config(name, [
+        "model.resolution=32", "model.n_frames=16", "model.z_dim=8", f"model.ch={ch}",
+        "model.dis_ch=4", "train.batch_size=4", "data.dataset=folder", f"data.root={root}",
+        "data.num_workers=0", f"train.out_dir={tmp_path / 'run'}", "train.device=cpu",
+        "train.checkpoint_interval=1000", "train.log_interval=1", "eval.sample_interval=0",
+        "eval.metrics=[]", *extra])
+
+
 def _weights(trainer):
     return {**{f"G.{k}": v for k, v in trainer.G.state_dict().items()},
             **{f"D.{k}": v for k, v in trainer.D.state_dict().items()},
@@ -137,12 +148,13 @@ def test_tgan_clips_after_the_d_step_of_iterations_5_and_10(tmp_path, root32):
     assert largest_norm() > 1.0  # iteration 6's D step moves D again, unclipped until 10
 
 
-def test_tgan_trains_and_resumes_bitwise(tmp_path, root32, capsys):
+def test_ucf101_tgan_trains_and_resumes_bitwise(tmp_path, root32, capsys):
     extra = ["train.d_constraint_interval=2"]  # clipping at iterations 2 and 4
-    straight = Trainer(_cfg(tmp_path / "a", root32, TGAN, "train.iterations=4", *extra))
+    name = "ucf101_tgan.yaml"
+    straight = Trainer(_shipped(name, tmp_path / "a", root32, "train.iterations=4", *extra))
     straight.run()
-    Trainer(_cfg(tmp_path / "b", root32, TGAN, "train.iterations=2", *extra)).run()
-    resumed = Trainer(_cfg(tmp_path / "b", root32, TGAN, "train.iterations=4", *extra),
+    Trainer(_shipped(name, tmp_path / "b", root32, "train.iterations=2", *extra)).run()
+    resumed = Trainer(_shipped(name, tmp_path / "b", root32, "train.iterations=4", *extra),
                       resume=True)
     assert resumed.step == 2
     result = resumed.run()
@@ -151,7 +163,7 @@ def test_tgan_trains_and_resumes_bitwise(tmp_path, root32, capsys):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # the generator moved, and SVC ran last at iteration 4: every D weight's spectral norm <= 1
-    init = _weights(Trainer(_cfg(tmp_path / "c", root32, TGAN)))
+    init = _weights(Trainer(_shipped(name, tmp_path / "c", root32)))
     assert not torch.equal(init["G.temporal.deconvs.0.weight"], a["G.temporal.deconvs.0.weight"])
     for conv in straight.D.net.convs:
         assert torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2) <= 1 + 1e-5
@@ -259,17 +271,19 @@ def test_vgan_losses_are_the_official_criterion_and_mask_prior(tmp_path, root32)
     assert "D_mask" not in d.terms and set(d.terms) == {"D_main"}
 
 
-def test_vgan_trains_and_resumes_bitwise(tmp_path, root32):
-    straight = Trainer(_cfg(tmp_path / "a", root32, VGAN, "train.iterations=4"))
+def test_ucf101_vgan_trains_and_resumes_bitwise(tmp_path, root32):
+    name = "ucf101_vgan.yaml"
+    straight = Trainer(_shipped(name, tmp_path / "a", root32, "train.iterations=4"))
     straight.run()
-    Trainer(_cfg(tmp_path / "b", root32, VGAN, "train.iterations=2")).run()
-    resumed = Trainer(_cfg(tmp_path / "b", root32, VGAN, "train.iterations=4"), resume=True)
+    Trainer(_shipped(name, tmp_path / "b", root32, "train.iterations=2")).run()
+    resumed = Trainer(_shipped(name, tmp_path / "b", root32, "train.iterations=4"),
+                      resume=True)
     resumed.run()
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    init = _weights(Trainer(_cfg(tmp_path / "c", root32, VGAN)))
+    init = _weights(Trainer(_shipped(name, tmp_path / "c", root32)))
     assert not torch.equal(init["G.mask.weight"], a["G.mask.weight"])
 
 
