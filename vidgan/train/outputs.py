@@ -17,6 +17,7 @@ class RunOutputs:
     """The sampling and scoring part of ``Trainer``: reads its cfg, G_ema, y_fixed, out_dir,
     step, classifiers, eval_metrics, device and main, and keeps ``real_stats`` and
     ``last_scores``."""
+
     @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
         """The fixed-z grid from the EMA generator, uint8 (3, T, H', W').

@@ -25,6 +25,7 @@ class TrainingStep:
 
     ``Batches``, the loader's iterator held alone, lives here too, as what a step draws from.
     """
+
     def _set_lr(self) -> float:
         lr = linear_decay(self.cfg.train.lr, self.step, self.cfg.train.lr_decay_iterations)
         for opt, scale in ((self.opt_G, 1.0), (self.opt_D, lazy_r1_ratio(self.r1_interval))):
