@@ -1,6 +1,7 @@
 """Discriminators: the 3D ResNet of every judged level (tgan2 §3.4, §4.2, Fig. 4), the 2D
 ResNet frame head (MoCoGAN's D_I, tgan2 §5.3 "3D+2D"), the memory frame head (memoryGAN's
-discriminative memory network, docs/FIDELITY.md), and the set of named heads they form.
+discriminative memory network, docs/FIDELITY.md), and the set of named heads they form; and
+DCGAN's strided 3D convolutions that TGAN's and VGAN's discriminators share.
 
 The same SNGAN-style ResNet serves both: ``dims=3`` (3x3x3 kernels, video) or ``dims=2``
 (3x3 kernels, frames).
@@ -44,6 +45,23 @@ def downsample(x: torch.Tensor, rule: str = "official") -> torch.Tensor:
     elif rule not in DOWNSAMPLE_RULES:
         raise ValueError(f"downsample rule '{rule}': expected one of {DOWNSAMPLE_RULES}")
     return _AVG_POOL[len(sizes)](x, kernel, stride=kernel, padding=pad, count_include_pad=True)
+
+
+def dcgan_video_convs(ch: int) -> nn.ModuleList:
+    """DCGAN's discriminator in 3D (TGAN Table 1, VGAN §2.3): four 4x4x4 convolutions of
+    stride 2, 3 -> ch -> 2ch -> 4ch -> 8ch, each halving T, H and W."""
+    widths = [3, ch, 2 * ch, 4 * ch, 8 * ch]
+    return nn.ModuleList(nn.Conv3d(widths[i], widths[i + 1], 4, 2, 1) for i in range(4))
+
+
+def run_dcgan_video_convs(convs: nn.ModuleList, norms: nn.ModuleList, video: torch.Tensor,
+                          slope: float = 0.2) -> torch.Tensor:
+    """(B, 3, T, H, W) -> (B, 8ch, T/16, H/16, W/16): leaky ReLU after every convolution,
+    ``norms`` (one per convolution but the first, which DCGAN leaves unnormalised) before it."""
+    h = F.leaky_relu(convs[0](video), slope)
+    for conv_, norm in zip(convs[1:], norms):
+        h = F.leaky_relu(norm(conv_(h)), slope)
+    return h
 
 
 def conv(dims: int, in_ch: int, out_ch: int, kernel: int, gain: float) -> nn.Module:

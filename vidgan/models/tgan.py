@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vidgan.models.discriminator import dcgan_video_convs, run_dcgan_video_convs
 from vidgan.models.init import lecun_normal_
 from vidgan.models.normalization import (BN_EPS, BN_MOMENTUM, BatchNormNoBeta,
                                          GlobalBatchNorm1d, GlobalBatchNorm2d)
@@ -163,19 +164,15 @@ class TGANDiscriminator(nn.Module):
     def __init__(self, ch: int = 64, resolution: int = 64):
         super().__init__()
         top = resolution // 16  # four stride-2 convolutions; official: 4x4 at 64 px
-        widths = [3, ch, 2 * ch, 4 * ch, 8 * ch]
-        self.convs = nn.ModuleList(nn.Conv3d(widths[i], widths[i + 1], 4, 2, 1)
-                                   for i in range(4))
-        self.norms = nn.ModuleList(BatchNormNoBeta(w, dims=3) for w in widths[2:])
-        self.score = nn.Conv2d(widths[-1], 1, top, 1, 0)  # official c4
+        self.convs = dcgan_video_convs(ch)
+        self.norms = nn.ModuleList(BatchNormNoBeta(w, dims=3) for w in (2 * ch, 4 * ch, 8 * ch))
+        self.score = nn.Conv2d(8 * ch, 1, top, 1, 0)  # official c4
         for layer in (*self.convs, self.score):
             chainer_default_init_(layer)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> scores (B * T / 16,): one per clip at 16 frames."""
-        h = F.leaky_relu(self.convs[0](video), LEAKY_SLOPE)
-        for conv, norm in zip(self.convs[1:], self.norms):
-            h = F.leaky_relu(norm(conv(h)), LEAKY_SLOPE)
+        h = run_dcgan_video_convs(self.convs, self.norms, video, LEAKY_SLOPE)
         # (B, C, T', 4, 4) -> (B * T', C, 4, 4) as the official code reshapes it, without
         # moving time next to the batch: the same thing at T' = 1 (16 frames), the only case
         # it trains.

@@ -11,8 +11,8 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from vidgan.models.discriminator import dcgan_video_convs, run_dcgan_video_convs
 from vidgan.models.normalization import GlobalBatchNorm2d, GlobalBatchNorm3d
 
 # The official D's BatchNorm eps (VolumetricBatchNormalization(C, 1e-3)); G's are Torch's
@@ -129,17 +129,14 @@ class VGANDiscriminator(nn.Module):
 
     def __init__(self, ch: int = 64, resolution: int = 64):
         super().__init__()
-        widths = [3, ch, 2 * ch, 4 * ch, 8 * ch]
-        self.convs = nn.ModuleList(nn.Conv3d(widths[i], widths[i + 1], 4, 2, 1)
-                                   for i in range(4))
-        self.norms = nn.ModuleList(GlobalBatchNorm3d(w, eps=D_BN_EPS) for w in widths[2:])
+        self.convs = dcgan_video_convs(ch)
+        self.norms = nn.ModuleList(GlobalBatchNorm3d(w, eps=D_BN_EPS)
+                                   for w in (2 * ch, 4 * ch, 8 * ch))
         top = resolution // 16  # (2, 4, 4) at 64 px, 32 frames
-        self.classify = nn.Conv3d(widths[-1], 2, (top // 2, top, top))
+        self.classify = nn.Conv3d(8 * ch, 2, (top // 2, top, top))
         official_init_(self)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.convs[0](video), LEAKY_SLOPE)
-        for conv, norm in zip(self.convs[1:], self.norms):
-            h = F.leaky_relu(norm(conv(h)), LEAKY_SLOPE)
+        h = run_dcgan_video_convs(self.convs, self.norms, video, LEAKY_SLOPE)
         logits = self.classify(h).flatten(1)  # (B, 2)
         return logits[:, 0] - logits[:, 1]
