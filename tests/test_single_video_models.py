@@ -229,24 +229,6 @@ def test_ucf101_vgan_is_the_official_model():
     assert [mod.eps for mod in D.net.norms] == [1e-3] * 3
 
 
-def test_vgan_video_is_the_masked_sum_of_its_streams():
-    """VGAN Eq. (2): G(z) = m(z) * f(z) + (1 - m(z)) * b(z), b the same image at every frame;
-    in eval mode a metric may ask for the first 16 of its 32 frames."""
-    from vidgan.models.vgan import VGANGenerator
-    torch.manual_seed(0)
-    G = VGANGenerator(z_dim=8, ch=16, resolution=64).eval()
-    z = G.sample_z(2)
-    video = G(z)
-    assert video.shape == (2, 3, 32, 64, 64)
-    f, m, b = G.streams(z)
-    assert m.shape == (2, 1, 32, 64, 64) and 0 < m.min() and m.max() < 1
-    for t in (0, 13, 31):
-        torch.testing.assert_close(video[:, :, t], m[:, :, t] * f[:, :, t] + (1 - m[:, :, t]) * b)
-    torch.testing.assert_close(G(z, n_frames=16), video[:, :, :16])
-    with pytest.raises(ValueError, match="32 frames"):
-        G(z, n_frames=33)
-
-
 def test_vgan_losses_are_the_official_criterion_and_mask_prior(tmp_path, root32):
     """D's one logit is logit_real - logit_fake of its two outputs, so the logistic losses equal
     the official 2-way CrossEntropyCriterion; G's mask prior is lambda * mean(m) (L1Penalty with
