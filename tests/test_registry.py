@@ -106,6 +106,37 @@ def test_cli_fvd_equals_the_formula_on_the_clips_it_read(i3d_file, tmp_path):
     assert len(list((tmp_path / "stats").glob("*i3d_16f_first3*.npz"))) == 1  # cached
 
 
+def test_cli_fvd_scores_the_first_16_frames_of_a_32_frame_vgan(i3d_file, tmp_path):
+    """A VGAN checkpoint (32 frames) through the FVD_16 path unchanged: the metric asks for
+    16 frames and gets the first 16 of each clip; the score is the formula on those."""
+    from vidgan.data.synthetic import write_dataset
+    from vidgan.evaluate import main
+    from vidgan.metrics.evaluation import eval_dataset, read_clips, real_clips
+    _register_tiny_fvd()
+    root = write_dataset(tmp_path / "data", per_class=1, n_frames=32, size=64)
+    cfg = tiny_config("model.family=vgan", "model.n_frames=32", "model.z_dim=8", "model.ch=16",
+                      "model.dis_ch=2", "loss.r1_weight=0", f"data.root={root}",
+                      f"eval.stats_dir={tmp_path / 'stats'}")
+    ckpt = save_untrained_checkpoint(cfg, tmp_path / "run")
+    out = tmp_path / "fvd.json"
+    assert main(["--checkpoint", str(ckpt), "--i3d-weights", str(i3d_file), "--metrics",
+                 "fvd3_16f", "--batch-size", "2", "--device", "cpu", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["clips"]["fvd3_16f"] == {"frames": 16, "n_samples": N}
+
+    from vidgan.metrics.i3d import load_i3d
+    i3d, cpu = {"i3d": load_i3d(i3d_file)}, torch.device("cpu")
+    G = load_generator(ckpt, "cpu").G.requires_grad_(False)
+    rng = torch.Generator().manual_seed(0)  # generated_clips' draws, seed 0, batches of 2
+    z = torch.cat([G.sample_z(2, generator=rng), G.sample_z(1, generator=rng)])
+    with torch.no_grad():
+        clips = G(z)[:, :, :16].clamp(-1, 1)  # the whole 32-frame clip, cut here
+    fake = read_clips(iter([clips]), i3d, ["i3d"], cpu)["i3d"]
+    real = read_clips(real_clips(eval_dataset(cfg, "train", 16), [(k, k) for k in range(N)], 2),
+                      i3d, ["i3d"], cpu)["i3d"]
+    assert record["scores"]["fvd3_16f"]["mean"] == pytest.approx(fvd(real, fake), rel=1e-4)
+
+
 def _evaluate_fvd(rank, world, port, i3d_file, out):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
