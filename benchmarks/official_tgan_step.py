@@ -140,7 +140,7 @@ def name_map(trainer) -> dict:
     return out
 
 
-def run_vidgan(workdir: Path, iterations: int, seed: int):
+def run_vidgan(workdir: Path, iterations: int, seed: int, overrides=()):
     """vidgan's run in float64; returns (initial state + z + reals, final state, losses)."""
     import torch
 
@@ -152,7 +152,7 @@ def run_vidgan(workdir: Path, iterations: int, seed: int):
         f"data.root={workdir / 'data'}", "data.synthetic_videos_per_class=1",
         "data.synthetic_frames=16", "data.num_workers=0", "data.crop_margin=4",
         "data.index_workers=1", f"train.out_dir={workdir / 'run'}", "train.device=cpu",
-        "eval.metrics=[]", "eval.sample_interval=0", f"train.seed={seed}"])
+        "eval.metrics=[]", "eval.sample_interval=0", f"train.seed={seed}", *overrides])
     trainer = Trainer(cfg)
     for model in (trainer.G, trainer.D, trainer.G_ema):
         model.double()
@@ -202,13 +202,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--official", nargs=2, metavar=("INPUTS", "OUT"),
                         help=argparse.SUPPRESS)  # the Chainer side, run by the main side
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value for vidgan's side, e.g. train.bn_scale_bound=paper to "
+                             "measure how far an option moves it from the official code")
     args = parser.parse_args(argv)
     if args.official:
         official(Path(args.official[0]), args.official_src, Path(args.official[1]))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        inputs, final, losses = run_vidgan(work, args.iterations, args.seed)
+        inputs, final, losses = run_vidgan(work, args.iterations, args.seed, args.overrides)
         np.savez(work / "inputs.npz", **inputs)
         subprocess.run([args.chainer, __file__, "--official-src", str(args.official_src),
                         "--official", str(work / "inputs.npz"), str(work / "official.npz")],

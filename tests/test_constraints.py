@@ -59,6 +59,25 @@ def test_batchnorm_scales_are_clipped_to_a_hundredth_of_sigma_and_sigma():
     assert torch.all(plain.bias == 0)  # beta is not clipped
 
 
+def test_batchnorm_scales_under_the_papers_bound():
+    """TGAN Table 2 as written (train.bn_scale_bound=paper): 0 <= gamma <= sqrt(sigma_B^2 +
+    eps) with each BN's own eps; no lower bound but 0."""
+    no_beta, plain = BatchNormNoBeta(3, dims=3), nn.BatchNorm2d(3, eps=0.25)
+    variance = torch.tensor([4.0, 0.25, 1.0])
+    for gamma, running in ((no_beta.gamma, no_beta.bn.running_var),
+                           (plain.weight, plain.running_var)):
+        running.copy_(variance)
+        with torch.no_grad():
+            gamma.copy_(torch.tensor([3.0, 0.001, -0.5]))
+    clip_batchnorm_scales_(nn.ModuleList([no_beta, plain]), "paper")
+    eps = no_beta.bn.eps  # 2e-5, Chainer's
+    torch.testing.assert_close(no_beta.gamma.detach(),
+                               torch.tensor([(4.0 + eps) ** 0.5, 0.001, 0.0]))
+    torch.testing.assert_close(plain.weight.detach(), torch.tensor([4.25 ** 0.5, 0.001, 0.0]))
+    with pytest.raises(ValueError, match="bn_scale_bound"):
+        clip_batchnorm_scales_(plain, "loose")
+
+
 def test_weight_clipping_clamps_every_parameter():
     layer = nn.Linear(3, 2)
     with torch.no_grad():

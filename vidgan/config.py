@@ -208,6 +208,10 @@ class TrainConfig:
     # weight clipping of every D parameter to [-weight_clip, weight_clip].
     d_constraint: str = "none"
     d_constraint_interval: int = 1
+    # svc's bound on every BN scale gamma: "official" (the official code), [0.01 sigma,
+    # sigma] with sigma the running std; "paper" (TGAN Table 2 as written), 0 <= gamma <=
+    # sqrt(sigma^2 + eps). docs/FIDELITY.md gives the measured difference.
+    bn_scale_bound: str = "official"
     weight_clip: float = 0.01
     # lr decays linearly to 0 over this many (tgan2 §5.2); 0 = a constant lr (TGAN, VGAN)
     lr_decay_iterations: int = 100000
@@ -283,6 +287,7 @@ CHOICES = {
     "loss.type": ("logistic", "wgan"),
     "train.optimizer": ("adam", "rmsprop"),
     "train.d_constraint": ("none", "svc", "clip"),
+    "train.bn_scale_bound": ("official", "paper"),
     "train.amp": ("none", "bf16"),
     "train.adam": ("chainer", "torch"),
     "train.step_order": ("g_first", "d_first"),
@@ -327,6 +332,7 @@ VARIANT_KEYS = (
     ("model.frames_per_video", "model.frame_discriminator", ("resnet2d", "memory")),
 ) + tuple((key, "model.frame_discriminator", ("memory",)) for key in MEMORY_KEYS) + (
     ("loss.mask_weight", "model.family", ("vgan",)),
+    ("train.bn_scale_bound", "train.d_constraint", ("svc",)),
     ("data.split", "data.dataset", ("ucf101",)),
     ("data.subset", "data.dataset", ("ucf101", "faceforensics")),
     ("data.synthetic_", "data.dataset", ("synthetic", "modes")),

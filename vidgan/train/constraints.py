@@ -7,6 +7,7 @@ from vidgan.models.normalization import BatchNormNoBeta
 
 # The official TGAN code's lower bound of a BN scale, as a fraction of its running std.
 GAMMA_FLOOR = 0.01
+BN_SCALE_BOUNDS = ("official", "paper")
 
 
 @torch.no_grad()
@@ -21,22 +22,33 @@ def clip_singular_values_(module: nn.Module) -> None:
             p.copy_(((u * s.clamp(max=1.0)) @ vh).view_as(p))
 
 
-def _scales_and_variances(module: nn.Module):
+def _scales_and_norms(module: nn.Module):
+    """(gamma, the BatchNorm holding its running variance and eps) of every BN in ``module``."""
     for m in module.modules():
         if isinstance(m, BatchNormNoBeta):
-            yield m.gamma, m.bn.running_var
+            yield m.gamma, m.bn
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-            yield m.weight, m.running_var
+            yield m.weight, m
 
 
 @torch.no_grad()
-def clip_batchnorm_scales_(module: nn.Module) -> None:
-    """TGAN Table 2, batch normalisation, as the official code does it: every BN scale gamma
-    clipped to [0.01 sigma, sigma], sigma = sqrt(running variance) with no eps (the paper:
-    0 < gamma <= sqrt(sigma_B^2 + eps), docs/FIDELITY.md)."""
-    for gamma, variance in _scales_and_variances(module):
-        sigma = variance.sqrt().to(gamma.dtype)
-        gamma.copy_(torch.minimum(torch.maximum(gamma, GAMMA_FLOOR * sigma), sigma))
+def clip_batchnorm_scales_(module: nn.Module, bound: str = "official") -> None:
+    """TGAN Table 2, batch normalisation: every BN scale gamma clipped.
+
+    "official" (the official code): to [0.01 sigma, sigma], sigma = sqrt(running variance),
+    no eps. "paper" (Table 2 as written): 0 < gamma <= sqrt(sigma_B^2 + eps), with sigma_B^2
+    the running variance and the BN's own eps; the open lower bound is kept as gamma >= 0,
+    which a clamp can hold.
+    """
+    if bound not in BN_SCALE_BOUNDS:
+        raise ValueError(f"train.bn_scale_bound='{bound}': expected one of {BN_SCALE_BOUNDS}")
+    for gamma, norm in _scales_and_norms(module):
+        variance = norm.running_var.to(gamma.dtype)
+        if bound == "official":
+            sigma = variance.sqrt()
+            gamma.copy_(torch.minimum(torch.maximum(gamma, GAMMA_FLOOR * sigma), sigma))
+        else:
+            gamma.copy_(torch.minimum(gamma.clamp(min=0.0), (variance + norm.eps).sqrt()))
 
 
 @torch.no_grad()
@@ -47,11 +59,13 @@ def clip_weights_(module: nn.Module, c: float) -> None:
         p.clamp_(-c, c)
 
 
-def constrain_discriminator(D: nn.Module, constraint: str, weight_clip: float = 0.01) -> None:
-    """train.d_constraint on ``D``: "svc" (both parts of TGAN Table 2), "clip" (WGAN)."""
+def constrain_discriminator(D: nn.Module, constraint: str, weight_clip: float = 0.01,
+                            bn_scale_bound: str = "official") -> None:
+    """train.d_constraint on ``D``: "svc" (both parts of TGAN Table 2, the BN part by
+    ``bn_scale_bound``), "clip" (WGAN)."""
     if constraint == "svc":
         clip_singular_values_(D)
-        clip_batchnorm_scales_(D)
+        clip_batchnorm_scales_(D, bn_scale_bound)
     elif constraint == "clip":
         clip_weights_(D, weight_clip)
     elif constraint != "none":

@@ -146,7 +146,7 @@ class TrainingStep:
         if t.d_constraint != "none" and (self.step + 1) % t.d_constraint_interval == 0:
             # TGAN Algorithm 1: the critic's constraint after its update, every n_clip
             # iterations (the official code: after the D step of iterations 5, 10, ...)
-            constrain_discriminator(self.D, t.d_constraint, t.weight_clip)
+            constrain_discriminator(self.D, t.d_constraint, t.weight_clip, t.bn_scale_bound)
         if t.step_order == "d_first":
             g_metrics, g_ok, g_result = self.generator_step(g_labels, diagnose)
             metrics.update(g_metrics)
