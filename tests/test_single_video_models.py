@@ -95,6 +95,10 @@ def test_tgan_config_errors_name_the_key(override, needle):
     ("ucf101_vgan.yaml", ["loss.mask_weight=-1"], "loss.mask_weight=-1"),
     ("ucf101_st4.yaml", ["loss.mask_weight=0.5"], "model.family=vgan"),
     ("ucf101_st4.yaml", ["model.family=gan"], "tganv2, tgan, vgan"),
+    ("ucf101_st4.yaml", ["model.init=paper"], "only model.family=tgan"),
+    ("ucf101_vgan.yaml", ["model.init=paper"], "takes official"),
+    ("ucf101_tgan.yaml", ["model.init=legacy"], "official or paper"),
+    ("ucf101_st4.yaml", ["train.bn_scale_bound=paper"], "train.d_constraint=svc"),
 ])
 def test_family_config_errors_name_the_key(config, override, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -89,3 +89,18 @@ def test_the_image_generator_normalises_over_all_frames_of_the_batch():
     bn = G.image.slow_norm
     torch.testing.assert_close(bn.running_mean, 0.1 * rows.mean(0))
     torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * rows.var(0, unbiased=True))
+
+
+def test_the_papers_henormal_init_is_sqrt2_times_the_official_std():
+    """model.init=paper (TGAN §6, HeNormal): the temporal generator's and D's weights at
+    sqrt(2)/sqrt(fan_in), the same fan_in as Chainer's default; the image generator keeps
+    U(-0.01, 0.01)."""
+    torch.manual_seed(0)
+    G, D = TGANGenerator(z_dim=100, ch=512, init="paper"), TGANDiscriminator(ch=64, init="paper")
+    for layer in (*G.temporal.deconvs, *D.convs, D.score):
+        fan_in = layer.weight[0].numel()
+        assert layer.weight.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.1)
+        assert layer.bias.abs().max() == 0
+    assert G.image.slow.weight.abs().max() <= 0.01
+    with pytest.raises(ValueError, match="official or paper"):
+        TGANDiscriminator(ch=4, init="legacy")

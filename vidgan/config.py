@@ -96,6 +96,8 @@ class ModelConfig:
     # "official": the official code's init: FC and ConvLSTM (convlstm only) and the renderers
     # LeCun normal (std 1/sqrt(fan_in)) with zero biases, Up blocks Glorot uniform. "legacy":
     # vidgan before 0.2: FC and ConvLSTM at PyTorch's default init, renderers Glorot uniform.
+    # TGAN: "official" (Chainer's default, LeCun normal) or "paper" (HeNormal, as TGAN §6
+    # writes) for its temporal generator and D. VGAN: "official" only.
     init: str = "official"
     # Frame subsampling factor s_t of each of the three subsampling layers (tgan2 Eq. 8-9).
     subsample: List[int] = field(default_factory=lambda: [4, 4, 4])
@@ -279,7 +281,7 @@ CHOICES = {
     "model.memory.condition_keys": ("memory", "random"),
     "loss.memory": ("own", "shared"),
     "model.downsample": ("official", "paper"),
-    "model.init": ("official", "legacy"),
+    "model.init": ("official", "legacy", "paper"),
     "data.dataset": ("synthetic", "modes", "folder", "ucf101", "faceforensics"),
     "data.subset": ("train", "val", "test", "all"),
     "data.decoder": ("pyav", "decord"),
@@ -319,7 +321,7 @@ MEMORY_KEYS = ("model.memory.", "loss.memory", "loss.mi_weight")
 TGANV2_KEYS = ("model.temporal", "model.content_dim", "model.motion_dim", "model.clstm_",
                "model.subsample", "model.dis_levels", "model.n_classes",
                "model.frame_", "model.frames_per_video", "model.memory.", "model.downsample",
-               "model.init", "model.minibatch_std")
+               "model.minibatch_std")
 # Keys (or key prefixes) read by one variant only: (key, the key that picks the variant, the
 # values that read it). Setting such a key for another variant is an error (``unused_keys``).
 VARIANT_KEYS = (
@@ -406,6 +408,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.n_frames={m.n_frames}: must be an integer >= 1")
     if m.family in ("tgan", "vgan"):  # another value: the CHOICES check below names it
         _validate_single_video_family(cfg)
+    elif m.init == "paper":
+        raise ConfigError("model.init='paper': only model.family=tgan has a paper init that "
+                          "differs from its code's; TGANv2 takes official or legacy")
     if len(m.subsample) != N_LEVELS - 1:
         raise ConfigError(f"model.subsample={list(m.subsample)}: expected {N_LEVELS - 1} factors, "
                           f"one per subsampling layer")
@@ -554,6 +559,9 @@ def _validate_single_video_family(cfg: Config) -> None:
     if m.n_frames != frames:
         raise ConfigError(f"model.n_frames={m.n_frames}: model.family={m.family} at "
                           f"model.resolution={r} draws {frames} frames: {why}")
+    if m.init not in {"tgan": ("official", "paper"), "vgan": ("official",)}[m.family]:
+        raise ConfigError(f"model.init='{m.init}': model.family={m.family} takes "
+                          f"{'official or paper' if m.family == 'tgan' else 'official'}")
     if m.family == "tgan" and m.ch % 16:
         raise ConfigError(f"model.ch={m.ch}: TGAN's image generator halves its width four "
                           f"times; use a multiple of 16 (official: 512)")

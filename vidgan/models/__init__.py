@@ -18,8 +18,8 @@ __all__ = ["build_generator", "build_discriminator", "link_memory", "Generator",
 FAMILIES: Dict[str, Tuple[Callable[[ModelConfig], nn.Module],
                           Callable[[ModelConfig], nn.Module]]] = {
     "tganv2": (Generator, MultiLevelDiscriminator),
-    "tgan": (lambda m: TGANGenerator(m.z_dim, m.ch, m.resolution),
-             lambda m: OneHeadDiscriminator(TGANDiscriminator(m.dis_ch, m.resolution))),
+    "tgan": (lambda m: TGANGenerator(m.z_dim, m.ch, m.resolution, m.init),
+             lambda m: OneHeadDiscriminator(TGANDiscriminator(m.dis_ch, m.resolution, m.init))),
     "vgan": (lambda m: VGANGenerator(m.z_dim, m.ch, m.resolution),
              lambda m: OneHeadDiscriminator(VGANDiscriminator(m.dis_ch, m.resolution))),
 }

@@ -16,12 +16,12 @@ def glorot_(module: nn.Module, gain: float = 1.0) -> nn.Module:
     return module
 
 
-def lecun_normal_(module: nn.Module) -> nn.Module:
-    """LeCun-normal weights, std 1/sqrt(fan_in), zero bias: Chainer's default for ``Linear``
-    and ``Convolution2D`` (``initialW=None``), so the official code's FC, ConvLSTM and
-    rendering convolutions."""
+def lecun_normal_(module: nn.Module, scale: float = 1.0) -> nn.Module:
+    """LeCun-normal weights, std scale/sqrt(fan_in), zero bias: Chainer's default for
+    ``Linear`` and ``Convolution2D`` (``initialW=None``), so the official code's FC, ConvLSTM
+    and rendering convolutions. ``scale`` sqrt(2) is Chainer's HeNormal (the same fan_in)."""
     fan_in = module.weight[0].numel()  # in_features, or in_ch * kh * kw
-    nn.init.normal_(module.weight, 0.0, 1.0 / math.sqrt(fan_in))
+    nn.init.normal_(module.weight, 0.0, scale / math.sqrt(fan_in))
     if getattr(module, "bias", None) is not None:
         nn.init.zeros_(module.bias)
     return module

@@ -7,6 +7,7 @@ FrameSeedGeneratorNoBetaInitDefault, VideoGeneratorInitUniform and
 VideoDiscriminatorNoBetaInitDefault): the same layers, parameter counts (825,444, 3,622,691,
 11,032,385) and initialisers; docs/FIDELITY.md lists where that code and the paper differ.
 """
+import math
 from typing import Optional
 
 import torch
@@ -26,11 +27,19 @@ LEAKY_SLOPE = 0.2
 IMAGE_WSCALE = 0.01
 
 
-def chainer_default_init_(module: nn.Module) -> nn.Module:
+# model.init for the temporal generator and D: "official", Chainer's default initialiser
+# (the official code); "paper", HeNormal (TGAN §6: "initialized with HeNormal").
+TGAN_INITS = {"official": 1.0, "paper": math.sqrt(2.0)}
+
+
+def chainer_default_init_(module: nn.Module, init: str = "official") -> nn.Module:
     """Chainer's default initialiser (``initialW=None``): LeCun normal, std 1/sqrt(fan_in)
     with fan_in = prod(W.shape[1:]), zero bias. For a deconvolution, whose W is (in, out, k),
-    that is out * k, as ``lecun_normal_`` reads it from a PyTorch weight of the same layout."""
-    return lecun_normal_(module)
+    that is out * k, as ``lecun_normal_`` reads it from a PyTorch weight of the same layout.
+    ``init="paper"``: HeNormal, sqrt(2) times that std over the same fan_in."""
+    if init not in TGAN_INITS:
+        raise ValueError(f"model.init='{init}': TGAN takes {' or '.join(TGAN_INITS)}")
+    return lecun_normal_(module, TGAN_INITS[init])
 
 
 def uniform_init_(module: nn.Module, scale: float = IMAGE_WSCALE) -> nn.Module:
@@ -46,7 +55,7 @@ class TGANTemporalGenerator(nn.Module):
     each but the last followed by BN without beta and ReLU, tanh at the end (TGAN Table 1,
     official FrameSeedGeneratorNoBetaInitDefault)."""
 
-    def __init__(self, z_dim: int = 100):
+    def __init__(self, z_dim: int = 100, init: str = "official"):
         super().__init__()
         widths = [z_dim, 512, 256, 128, 128, z_dim]
         self.deconvs = nn.ModuleList(
@@ -54,7 +63,7 @@ class TGANTemporalGenerator(nn.Module):
             [nn.ConvTranspose1d(widths[i], widths[i + 1], 4, 2, 1) for i in range(1, 5)])
         self.norms = nn.ModuleList(BatchNormNoBeta(w, dims=1) for w in widths[1:5])
         for deconv in self.deconvs:
-            chainer_default_init_(deconv)
+            chainer_default_init_(deconv, init)
 
     def forward(self, z0: torch.Tensor) -> torch.Tensor:
         h = z0[:, :, None]  # (B, z_dim, 1): one time step
@@ -108,10 +117,11 @@ class TGANGenerator(nn.Module):
     n_classes = 0
     levels_rendered = [1]  # one video, no levels
 
-    def __init__(self, z_dim: int = 100, ch: int = 512, resolution: int = 64):
+    def __init__(self, z_dim: int = 100, ch: int = 512, resolution: int = 64,
+                 init: str = "official"):
         super().__init__()
         self.n_frames = TGAN_FRAMES
-        self.temporal = TGANTemporalGenerator(z_dim)
+        self.temporal = TGANTemporalGenerator(z_dim, init)
         self.image = TGANImageGenerator(z_dim, ch, resolution=resolution)
 
     @property
@@ -161,14 +171,14 @@ class TGANDiscriminator(nn.Module):
     official VideoDiscriminatorNoBetaInitDefault). The official code also builds a ``bn0``
     that its forward never uses; it is left out here (11,032,385 parameters in use)."""
 
-    def __init__(self, ch: int = 64, resolution: int = 64):
+    def __init__(self, ch: int = 64, resolution: int = 64, init: str = "official"):
         super().__init__()
         top = resolution // 16  # four stride-2 convolutions; official: 4x4 at 64 px
         self.convs = dcgan_video_convs(ch)
         self.norms = nn.ModuleList(BatchNormNoBeta(w, dims=3) for w in (2 * ch, 4 * ch, 8 * ch))
         self.score = nn.Conv2d(8 * ch, 1, top, 1, 0)  # official c4
         for layer in (*self.convs, self.score):
-            chainer_default_init_(layer)
+            chainer_default_init_(layer, init)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> scores (B * T / 16,): one per clip at 16 frames."""
