@@ -257,6 +257,18 @@ def test_vgan_losses_are_the_official_criterion_and_mask_prior(tmp_path, root32)
     assert "D_mask" not in d.terms and set(d.terms) == {"D_main"}
 
 
+def test_mask_norm_sum_is_the_papers_l1_norm_per_clip():
+    """loss.mask_norm=sum: ||m||_1 of each clip (VGAN §2.2 as written), averaged over the
+    batch: T x H x W times the official mean for a mask of one channel."""
+    from vidgan.train.loss import mask_sparsity
+    mask = torch.rand(3, 1, 4, 5, 6)
+    per_clip = torch.stack([m.abs().sum() for m in mask])
+    torch.testing.assert_close(mask_sparsity(mask, "sum"), per_clip.mean())
+    torch.testing.assert_close(mask_sparsity(mask, "sum"), 120 * mask_sparsity(mask, "mean"))
+    with pytest.raises(ValueError, match="mask_norm"):
+        mask_sparsity(mask, "max")
+
+
 def test_ucf101_vgan_trains_and_resumes_bitwise(tmp_path, root32):
     name = "ucf101_vgan.yaml"
     straight = Trainer(_shipped(name, tmp_path / "a", root32, "train.iterations=4"))

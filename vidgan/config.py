@@ -182,6 +182,9 @@ class LossConfig:
     # prior lambda * ||m||_1 on the G step (VGAN §2.2, lambda 0.1), as the official code's
     # L1Penalty gives it: lambda * the mean of m over every element of the batch.
     mask_weight: float = 0.1
+    # How ||m||_1 is taken: "mean", over every element of the batch (the official code);
+    # "sum", over each clip's T x H x W, then the mean over the batch (VGAN §2.2 as written).
+    mask_norm: str = "mean"
 
 
 @dataclass
@@ -287,6 +290,7 @@ CHOICES = {
     "data.decoder": ("pyav", "decord"),
     "loss.combine": ("sum", "mean"),
     "loss.type": ("logistic", "wgan"),
+    "loss.mask_norm": ("mean", "sum"),
     "train.optimizer": ("adam", "rmsprop"),
     "train.d_constraint": ("none", "svc", "clip"),
     "train.bn_scale_bound": ("official", "paper"),
@@ -334,6 +338,7 @@ VARIANT_KEYS = (
     ("model.frames_per_video", "model.frame_discriminator", ("resnet2d", "memory")),
 ) + tuple((key, "model.frame_discriminator", ("memory",)) for key in MEMORY_KEYS) + (
     ("loss.mask_weight", "model.family", ("vgan",)),
+    ("loss.mask_norm", "model.family", ("vgan",)),
     ("train.bn_scale_bound", "train.d_constraint", ("svc",)),
     ("data.split", "data.dataset", ("ucf101",)),
     ("data.subset", "data.dataset", ("ucf101", "faceforensics")),

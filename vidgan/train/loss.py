@@ -97,12 +97,17 @@ def wgan_g_loss(fake_logits: Logits, combine: str = "mean") -> torch.Tensor:
 LOSSES = {"logistic": (d_loss, g_loss), "wgan": (wgan_d_loss, wgan_g_loss)}
 
 
-def mask_sparsity(mask: torch.Tensor) -> torch.Tensor:
-    """VGAN's sparsity prior ||m(z)||_1 (§2.2) as the official code applies it: the mean of
-    |m| over every element of the batch (Torch's L1Penalty with sizeAverage), so the prior's
-    weight does not grow with the clip's size. Averaged over processes with the gradients,
-    it is the mean over the global batch."""
-    return mask.abs().mean()
+def mask_sparsity(mask: torch.Tensor, norm: str = "mean") -> torch.Tensor:
+    """VGAN's sparsity prior ||m(z)||_1 (§2.2) of masks (B, 1, T, H, W). "mean" (the official
+    code): the mean of |m| over every element of the batch (Torch's L1Penalty with
+    sizeAverage), so the prior's weight does not grow with the clip's size. "sum" (the paper's
+    norm as written): each clip's sum of |m|, averaged over the batch. Averaged over processes
+    with the gradients, either is the global batch's."""
+    if norm == "mean":
+        return mask.abs().mean()
+    if norm != "sum":
+        raise ValueError(f"loss.mask_norm='{norm}': expected mean or sum")
+    return mask.abs().flatten(1).sum(1).mean()
 
 
 def global_r1(real_inputs: Logits, real_logits: Logits) -> torch.Tensor:
@@ -276,7 +281,8 @@ class GANLoss:
                      **self._extra_terms("G", None, fake_aux, self.G.memory_condition(z))}
             mask = getattr(videos, "mask", None)  # a generator that composes through a mask
             if mask is not None and self.cfg.mask_weight > 0:
-                terms["G_mask"] = self.cfg.mask_weight * mask_sparsity(mask)
+                terms["G_mask"] = self.cfg.mask_weight * mask_sparsity(mask,
+                                                                       self.cfg.mask_norm)
         finally:
             self.D.requires_grad_(True)
         return PhaseResult(sum(terms.values()), terms, {}, {"fake": fake_logits},
