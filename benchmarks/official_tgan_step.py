@@ -153,6 +153,9 @@ def run_vidgan(workdir: Path, iterations: int, seed: int, overrides=()):
         "data.synthetic_frames=16", "data.num_workers=0", "data.crop_margin=4",
         "data.index_workers=1", f"train.out_dir={workdir / 'run'}", "train.device=cpu",
         "eval.metrics=[]", "eval.sample_interval=0", f"train.seed={seed}", *overrides])
+    if cfg.train.step_order != "g_first" or cfg.train.n_dis != 1:
+        raise SystemExit("the official updater runs one G forward per iteration (g_first, "
+                         "n_dis 1); this comparison hands it that forward's z")
     trainer = Trainer(cfg)
     for model in (trainer.G, trainer.D, trainer.G_ema):
         model.double()
