@@ -74,7 +74,7 @@ class ModelConfig:
     # model.temporal=gru, MoCoGAN's temporal generator in it), "tgan" (TGAN: 1D-deconvolution
     # temporal generator, per-frame image generator, one 3D-convolution critic) or "vgan"
     # (VGAN: two-stream foreground/background generator, one 3D-convolution D). tgan and vgan
-    # read model.resolution, n_frames, z_dim, ch and dis_ch only.
+    # read model.resolution, n_frames, z_dim, ch, dis_ch and init only.
     family: str = "tganv2"
     resolution: int = 192  # H = W of the final level; FC map is resolution/64 (tgan2 §4.1);
     # 32 (not in the paper): a 1x1 map and one Up block fewer at level 1, for CPU-sized runs
