@@ -47,7 +47,7 @@ def test_real_and_fake_frames_follow_one_uniform_draw():
     G, D = build_generator(cfg).train(), build_discriminator(cfg)
     seen = _frames_seen(D)
     real = _index_video(4, 8, 64, 0) / 8 - 1  # in [-1, 1); frame i = i/8 - 1
-    GANLoss(G, D, cfg.model, cfg.loss).discriminator(real, None)
+    GANLoss(G, D, cfg.loss).discriminator(real, None)
     assert [x.shape for x in seen] == [(4, 3, 64, 64)] * 2  # real, then fake
     counts = torch.zeros(8)
     for _ in range(400):
@@ -67,10 +67,10 @@ def test_r1_is_the_sum_of_every_heads_own_gradient_norm():
     G, D = build_generator(cfg).train(), build_discriminator(cfg)
     real = torch.rand(2, 3, 8, 64, 64) * 2 - 1
     torch.manual_seed(1)
-    r1 = GANLoss(G, D, cfg.model, cfg.loss).discriminator(real, None).stats["loss/R1"]
+    r1 = GANLoss(G, D, cfg.loss).discriminator(real, None).stats["loss/R1"]
     # the same draws again, by hand: every head's gradient on its own
     torch.manual_seed(1)
-    from vidgan.data.targets import real_targets
+    from vidgan.models.subsample import real_targets
     with torch.no_grad():
         G(G.sample_z(2))
     targets = real_targets(real, cfg.model.subsample, cfg.model.dis_levels)

@@ -4,7 +4,7 @@ import torch
 
 from tests.conftest import tiny_config
 from vidgan.data import normalize
-from vidgan.data.targets import real_targets
+from vidgan.models.subsample import real_targets
 from vidgan.train import Trainer
 from vidgan.train.loss import d_loss, r1_penalty
 

@@ -156,7 +156,7 @@ def _loss(*extra):
     memory.keys.copy_(F.normalize(torch.randn(32, 8), dim=1))
     memory.hist.uniform_(0.5, 2.0)
     memory.values.copy_(torch.arange(32) % 2)  # every read set holds both labels
-    return cfg, G, D, GANLoss(G, D, cfg.model, cfg.loss)
+    return cfg, G, D, GANLoss(G, D, cfg.loss)
 
 
 def _f(x) -> float:

@@ -207,7 +207,7 @@ def test_bs128_config_reproduces_the_official_r1_of_4_processes():
                                                   "model.dis_ch=2", "model.clstm_ch=8"])
     torch.manual_seed(0)
     D = build_discriminator(small).double()
-    from vidgan.data.targets import real_targets
+    from vidgan.models.subsample import real_targets
     m = small.model
     real = torch.rand(8, 3, 16, 64, 64, dtype=torch.float64) * 2 - 1
     inputs = {k: v.requires_grad_(True) for k, v in

@@ -5,7 +5,7 @@ import torch
 
 from tests.conftest import tiny_config
 from vidgan.config import n_frames_after
-from vidgan.data.targets import real_targets
+from vidgan.models.subsample import real_targets
 from vidgan.models import build_discriminator, build_generator
 from vidgan.models.subsample import FrameSubsampler, draw_offset
 

@@ -6,7 +6,7 @@ DCGAN's strided 3D convolutions that TGAN's and VGAN's discriminators share.
 The same SNGAN-style ResNet serves both: ``dims=3`` (3x3x3 kernels, video) or ``dims=2``
 (3x3 kernels, frames).
 """
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from vidgan.config import CHOICES, LossConfig, ModelConfig
 from vidgan.models.conv import FastConv3d
 from vidgan.models.init import RESIDUAL_GAIN, glorot_
 from vidgan.models.memory import Read, VMFMemory
+from vidgan.models.subsample import real_targets
 
 # 3D: nn.Conv3d with derivatives that are plain convolutions (R1's double backward)
 _CONV = {2: nn.Conv2d, 3: FastConv3d}
@@ -371,6 +372,7 @@ class MultiLevelDiscriminator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.levels = list(cfg.dis_levels)
+        self.subsample = list(cfg.subsample)
         self.batch_stride = 2 if cfg.subsample_batch else 1
         self.discriminators = nn.ModuleList(
             ResNetDiscriminator(cfg.dis_ch, cfg.n_classes, mbstd_group=cfg.minibatch_std,
@@ -392,6 +394,11 @@ class MultiLevelDiscriminator(nn.Module):
         if name == "frame":
             return self.frame
         return self.discriminators[self.levels.index(int(name[1:]))]
+
+    def real_targets(self, video: torch.Tensor) -> List[torch.Tensor]:
+        """A real clip (B, 3, T, H, W) reduced like each judged level (``real_targets``),
+        aligned with model.dis_levels as G's level videos are."""
+        return real_targets(video, self.subsample, self.levels, self.batch_stride)
 
     def head_inputs(self, videos: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Level videos (aligned with model.dis_levels, as G returns them) -> the video each

@@ -84,7 +84,7 @@ class Trainer(TrainingStep, RunOutputs):
         self.G = build_generator(cfg).to(self.device)
         self.D = build_discriminator(cfg).to(self.device)
         self.G_ema = make_ema(self.G)
-        self.loss = GANLoss(self.G, self.D, cfg.model, cfg.loss)
+        self.loss = GANLoss(self.G, self.D, cfg.loss)
         self.opt_G = make_optimizer(self.G.parameters(), t)
         self.opt_D = make_optimizer(self.D.parameters(), t, self.r1_interval)
         self.r1_metrics: Dict[str, torch.Tensor] = {}  # the last lazy R1 step's, logged between

@@ -8,7 +8,9 @@ Phases, in the manner of stylegan2-ada-pytorch's ``training/loss.py``:
 - ``G_main``: the non-saturating generator loss over every head,
 
 plus any named term a head contributes. Heads are the entries of the discriminator's output
-dict (``L1``..``L4``, ``frame``); nothing here counts or names them. A head's forward returns
+dict (``L1``..``L4``, ``frame``; ``video`` for a whole-clip D); nothing here counts or names
+them. The discriminator says what its heads judge of a real clip (``D.real_targets``, e.g.
+the clip reduced like each generated level). A head's forward returns
 logits (B,), or ``(logits, aux)`` when it has more to say about the call (e.g. the memory
 head's queries). A head may also define
 
@@ -34,8 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vidgan import distributed
-from vidgan.config import CHOICES, LossConfig, ModelConfig
-from vidgan.data.targets import real_targets
+from vidgan.config import CHOICES, LossConfig
 from vidgan.models.normalization import frozen_running_statistics
 
 Logits = Union[Sequence[torch.Tensor], Dict[str, torch.Tensor]]
@@ -163,9 +164,9 @@ class PhaseResult(NamedTuple):
 class GANLoss:
     """The phases of one iteration for generator ``G`` and discriminator heads ``D``."""
 
-    def __init__(self, G: nn.Module, D: nn.Module, model: ModelConfig, loss: LossConfig):
+    def __init__(self, G: nn.Module, D: nn.Module, loss: LossConfig):
         _check_combine(loss.combine)
-        self.G, self.D, self.model, self.cfg = G, D, model, loss
+        self.G, self.D, self.cfg = G, D, loss
         if loss.type not in LOSSES:
             raise ValueError(f"loss.type='{loss.type}': allowed values are {', '.join(LOSSES)}")
         self.d_loss, self.g_loss = LOSSES[loss.type]
@@ -202,12 +203,7 @@ class GANLoss:
         """Every head's real input: targets S^D reduced like G's levels. With ``need_grad``, one
         leaf per head, so R1 (Eq. 10) is each head's own gradient norm even when two heads
         judge the same level."""
-        m = self.model
-        if m.family == "tganv2":
-            targets = real_targets(real, m.subsample, m.dis_levels, self.D.batch_stride)
-        else:  # one discriminator of the whole clip (TGAN, VGAN)
-            targets = self.D.real_targets(real)
-        inputs = self.D.head_inputs(targets)
+        inputs = self.D.head_inputs(self.D.real_targets(real))
         return {name: x.detach().requires_grad_(True) for name, x in inputs.items()} \
             if need_grad else inputs
 
