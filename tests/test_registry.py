@@ -72,12 +72,19 @@ def i3d_file(tmp_path_factory):
     return path
 
 
+def _fvd3_by_cli(ckpt, i3d_file, out):
+    """The record of ``python -m vidgan.evaluate --metrics fvd3_16f`` on ``ckpt``."""
+    from vidgan.evaluate import main
+    assert main(["--checkpoint", str(ckpt), "--i3d-weights", str(i3d_file), "--metrics",
+                 "fvd3_16f", "--batch-size", "2", "--device", "cpu", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
 def test_cli_fvd_equals_the_formula_on_the_clips_it_read(i3d_file, tmp_path):
     """--metrics fvd3_16f: 3 generated clips of 16 frames from t = 0 against the first 3
     videos, one random 16-frame clip each; the score is the Frechet formula on the
     features of exactly those clips."""
     from vidgan.data.synthetic import write_dataset
-    from vidgan.evaluate import main
     from vidgan.metrics.evaluation import (eval_dataset, generated_clips, read_clips,
                                            real_clips)
     _register_tiny_fvd()
@@ -85,10 +92,7 @@ def test_cli_fvd_equals_the_formula_on_the_clips_it_read(i3d_file, tmp_path):
     cfg = tiny_config("model.n_frames=8", f"data.root={root}",
                       f"eval.stats_dir={tmp_path / 'stats'}")
     ckpt = save_untrained_checkpoint(cfg, tmp_path / "run")
-    out = tmp_path / "fvd.json"
-    assert main(["--checkpoint", str(ckpt), "--i3d-weights", str(i3d_file), "--metrics",
-                 "fvd3_16f", "--batch-size", "2", "--device", "cpu", "--out", str(out)]) == 0
-    record = json.loads(out.read_text())
+    record = _fvd3_by_cli(ckpt, i3d_file, tmp_path / "fvd.json")
     assert record["protocol"] == "fvd" and record["clips"] == {
         "fvd3_16f": {"frames": 16, "n_samples": N}}
 
@@ -110,7 +114,6 @@ def test_cli_fvd_scores_the_first_16_frames_of_a_32_frame_vgan(i3d_file, tmp_pat
     """A VGAN checkpoint (32 frames) through the FVD_16 path unchanged: the metric asks for
     16 frames and gets the first 16 of each clip; the score is the formula on those."""
     from vidgan.data.synthetic import write_dataset
-    from vidgan.evaluate import main
     from vidgan.metrics.evaluation import eval_dataset, read_clips, real_clips
     _register_tiny_fvd()
     root = write_dataset(tmp_path / "data", per_class=1, n_frames=32, size=64)
@@ -118,10 +121,7 @@ def test_cli_fvd_scores_the_first_16_frames_of_a_32_frame_vgan(i3d_file, tmp_pat
                       "model.dis_ch=2", "loss.r1_weight=0", f"data.root={root}",
                       f"eval.stats_dir={tmp_path / 'stats'}")
     ckpt = save_untrained_checkpoint(cfg, tmp_path / "run")
-    out = tmp_path / "fvd.json"
-    assert main(["--checkpoint", str(ckpt), "--i3d-weights", str(i3d_file), "--metrics",
-                 "fvd3_16f", "--batch-size", "2", "--device", "cpu", "--out", str(out)]) == 0
-    record = json.loads(out.read_text())
+    record = _fvd3_by_cli(ckpt, i3d_file, tmp_path / "fvd.json")
     assert record["clips"]["fvd3_16f"] == {"frames": 16, "n_samples": N}
 
     from vidgan.metrics.i3d import load_i3d
