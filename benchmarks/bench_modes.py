@@ -77,7 +77,10 @@ def latent_spread(checkpoint: Path, n: int = 16, seed: int = 123, early: int = 3
     change = (video[:, :, 1:] - video[:, :, :-1]).abs().mean(dim=(0, 1, 3, 4))  # (T - 1,)
     return {"spread_early": float(std[:early].mean()), "spread_late": float(std[early:].mean()),
             "change_early": float(change[:early - 1].mean()),
-            "change_late": float(change[early - 1:].mean())}
+            "change_late": float(change[early - 1:].mean()),
+            # the curves over t, for benchmarks/plot_temporal.py
+            "spread_curve": [round(float(v), 3) for v in std],
+            "change_curve": [round(float(v), 3) for v in change]}
 
 
 def _top_reason(rows: list) -> str:

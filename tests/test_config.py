@@ -180,7 +180,8 @@ def test_every_allowed_value_is_explained_beside_its_field():
     undocumented."""
     import re
     from vidgan.config import CHOICES
-    classes = {"model": "ModelConfig", "model.memory": "MemoryConfig", "data": "DataConfig",
+    classes = {"model": "ModelConfig", "model.memory": "MemoryConfig", "model.de": "DEConfig",
+               "data": "DataConfig",
                "loss": "LossConfig", "train": "TrainConfig", "eval": "EvalConfig"}
     for key, allowed in CHOICES.items():
         section, field = key.rsplit(".", 1)

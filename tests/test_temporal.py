@@ -83,7 +83,7 @@ def test_rollout_to_twice_t_extends_the_video_and_same_seed_same_clip():
 
 def test_a_latent_too_short_for_the_rollout_is_a_clear_error():
     G = _gru().eval()
-    with pytest.raises(ValueError, match=r"holds motion noise for 8 frames, 12 asked.*n_frames=12"):
+    with pytest.raises(ValueError, match=r"holds noise for 8 frames, 12 asked.*n_frames=12"):
         G(G.sample_z(1), n_frames=12)
 
 

@@ -69,6 +69,28 @@ class MemoryConfig:
 
 
 @dataclass
+class DEConfig:
+    """A latent neural ODE or SDE in place of the temporal recurrence (model.latent_de; Gordon
+    & Parde 2021). The shipped ucf101_*_ode/sde configs set these as the authors' scripts."""
+    order: int = 1  # ODE order n (1-3): y^(n) = f(y^(n-1)); the SDE is first order
+    # f's layers: 0, one layer and its nonlinearity (their "single layer"); h > 0, two layers
+    # through h units (their "two layers" and "equal parameters", §4.1)
+    hidden: int = 0
+    activation: str = "tanh"  # tanh (their TGAN, MoCoGAN), leaky_relu (0.2: TGANv2), relu
+    init: str = "xavier"  # xavier: Glorot uniform, gain sqrt(2) (TGAN, TGANv2); default: PyTorch's
+    # Hidden widths of the FCN prepended to the integration (§5.1), [] = none. TGAN: [512, 512,
+    # 512]; MoCoGAN: [64]; TGANv2 takes none (its FC gives the initial map).
+    fcn: List[int] = field(default_factory=list)
+    method: str = "rk4"  # torchdiffeq solver: rk4 (the authors'), euler, midpoint, dopri5
+    step_size: float = 0.0  # ODE solver step; 0 = one step per frame interval (the authors')
+    sde_dt: float = 0.025  # Euler-Maruyama step of the SDE (the authors': 2.5e-2)
+    # Gradients by the adjoint method (the authors') or by back-propagating through the
+    # solver (same gradients up to the solver's error; 3-18x faster at 16 frames on a CPU,
+    # docs/BENCHMARKS.md, "Latent ODE and SDE")
+    adjoint: bool = False
+
+
+@dataclass
 class ModelConfig:
     # Which model: "tganv2" (TGANv2's multi-level generator and one 3D ResNet per level; with
     # model.temporal=gru, MoCoGAN's temporal generator in it), "tgan" (TGAN: 1D-deconvolution
@@ -79,9 +101,21 @@ class ModelConfig:
     resolution: int = 192  # H = W of the final level; FC map is resolution/64 (tgan2 §4.1);
     # 32 (not in the paper): a 1x1 map and one Up block fewer at level 1, for CPU-sized runs
     n_frames: int = 16  # T, frames per training clip
-    # Temporal generator: convlstm (TGANv2 §4.1) or gru (MoCoGAN §3, content + GRU motion).
+    # Temporal generator: convlstm (TGANv2 §4.1), gru (MoCoGAN §3, content + GRU motion) or
+    # tgan (not in TGANv2): TGAN's 1D-deconvolution temporal generator, each frame's [z_0 |
+    # z_1^t] through an FC to the first map, as the GRU's frame codes (16 frames).
     temporal: str = "convlstm"
-    z_dim: int = 256  # convlstm: z ~ U[-1, 1]^z_dim
+    # Not in TGANv2 (vidgan's own, docs/FIDELITY.md): convlstm with a fresh random input at
+    # every step t >= 1, z_t ~ U[-1, 1]^z_dim through the FC's weight (no bias), as z enters
+    # at t = 0. Off: the input after t = 0 is zero (official).
+    step_noise: bool = False
+    # Gordon & Parde 2021: the temporal recurrence replaced by a latent neural ODE or SDE
+    # (model.de): none (the family's own), ode, sde. TGANv2 (temporal=convlstm): on the FC's
+    # first feature map, f convolutional; temporal=gru (MoCoGAN): on the motion code, z_m ~
+    # N(0, I_motion_dim); temporal=tgan and model.family=tgan: on TGAN's z_1, from z_0.
+    latent_de: str = "none"
+    de: DEConfig = field(default_factory=DEConfig)
+    z_dim: int = 256  # convlstm, tgan: z ~ U[-1, 1]^z_dim
     content_dim: int = 50  # gru: d_C of z_C ~ N(0, I), one per video (official MoCoGAN: 50)
     motion_dim: int = 10  # gru: d_M of eps_t and of the GRU state h_t (official MoCoGAN: 10)
     # Channels of the first feature map (both temporal generators); the ConvLSTM's width.
@@ -276,7 +310,11 @@ class Config:
 
 CHOICES = {
     "model.family": ("tganv2", "tgan", "vgan"),
-    "model.temporal": ("convlstm", "gru"),
+    "model.temporal": ("convlstm", "gru", "tgan"),
+    "model.latent_de": ("none", "ode", "sde"),
+    "model.de.activation": ("tanh", "leaky_relu", "relu"),
+    "model.de.init": ("xavier", "default"),
+    "model.de.method": ("rk4", "euler", "midpoint", "dopri5"),
     "model.frame_discriminator": ("none", "resnet2d", "memory"),
     "model.memory.update": ("em", "kaiser"),
     "model.memory.read": ("topk", "per_label"),
@@ -318,7 +356,8 @@ PREVIOUS_DEFAULTS = {
 # Model keys that change no parameter: a run may resume with another value.
 BEHAVIOUR_ONLY_MODEL_KEYS = ("downsample", "init", "memory.condition", "memory.kappa",
                              "memory.condition_keys",
-                             "memory.clip", "memory.g_step_write", "memory.read")
+                             "memory.clip", "memory.g_step_write", "memory.read",
+                             "de.method", "de.step_size", "de.adjoint")
 # Keys that mean something only with the memory head (model.frame_discriminator=memory).
 MEMORY_KEYS = ("model.memory.", "loss.memory", "loss.mi_weight")
 # Model keys only the TGANv2 family (model.family=tganv2) reads.
@@ -329,7 +368,10 @@ TGANV2_KEYS = ("model.temporal", "model.content_dim", "model.motion_dim", "model
 # Keys (or key prefixes) read by one variant only: (key, the key that picks the variant, the
 # values that read it). Setting such a key for another variant is an error (``unused_keys``).
 VARIANT_KEYS = (
-    ("model.z_dim", "model.temporal", ("convlstm",)),
+    ("model.z_dim", "model.temporal", ("convlstm", "tgan")),
+    ("model.step_noise", "model.temporal", ("convlstm",)),
+    ("model.latent_de", "model.family", ("tganv2", "tgan")),
+    ("model.de.", "model.latent_de", ("ode", "sde")),
 ) + tuple((key, "model.family", ("tganv2",)) for key in TGANV2_KEYS) + (
     ("model.clstm_layers", "model.temporal", ("convlstm",)),
     ("model.content_dim", "model.temporal", ("gru",)),
@@ -411,6 +453,7 @@ def validate(cfg: Config) -> None:
                           f"256, or 32 (1x1 map, one Up block fewer: for CPU-sized runs)")
     if m.n_frames < 1:
         raise ConfigError(f"model.n_frames={m.n_frames}: must be an integer >= 1")
+    _validate_temporal(m)
     if m.family in ("tgan", "vgan"):  # another value: the CHOICES check below names it
         _validate_single_video_family(cfg)
     elif m.init == "paper":
@@ -548,6 +591,46 @@ def validate(cfg: Config) -> None:
         raise ConfigError("loss.combine='sum' needs every level to judge the same videos, but "
                           "model.subsample_batch=true drops samples per level; use "
                           "loss.combine=mean (as the official code does) or subsample_batch=false")
+
+
+def _validate_temporal(m: ModelConfig) -> None:
+    """The temporal generator's options: step noise, TGAN's 1D temporal generator in TGANv2's
+    pipeline, and the latent ODE/SDE (model.latent_de, model.de)."""
+    de, ode = m.de, m.latent_de != "none"
+    if m.step_noise and m.temporal != "convlstm":
+        raise ConfigError(f"model.step_noise=true: only model.temporal=convlstm takes a per-step "
+                          f"input (this run has {m.temporal})")
+    if m.step_noise and ode:
+        raise ConfigError(f"model.step_noise=true with model.latent_de={m.latent_de}: the "
+                          f"ConvLSTM it feeds is replaced by the {m.latent_de.upper()}")
+    if m.family == "tganv2" and m.temporal == "tgan" and not ode and m.n_frames != 16:
+        raise ConfigError(f"model.n_frames={m.n_frames}: model.temporal=tgan draws 16 frames "
+                          f"(four stride-2 1D deconvolutions from one step, TGAN Table 1)")
+    mcgn = m.memory_condition_dim > 0 and m.family == "tganv2"
+    if mcgn and (m.temporal == "tgan" or (m.temporal == "convlstm" and ode)):
+        raise ConfigError(f"model.memory.condition_generator=true: MCGN conditions "
+                          f"model.temporal=convlstm (without model.latent_de) or gru, not "
+                          f"temporal={m.temporal} with latent_de={m.latent_de}")
+    if not ode:
+        return
+    if m.family == "vgan":
+        raise ConfigError("model.latent_de: VGAN draws all frames at once; it has no temporal "
+                          "recurrence to replace")
+    if m.n_frames < 2:
+        raise ConfigError(f"model.n_frames={m.n_frames}: the latent {m.latent_de.upper()} puts "
+                          f"frames at linspace(0, 1, T); T must be >= 2")
+    if de.order not in (1, 2, 3) or (m.latent_de == "sde" and de.order != 1):
+        raise ConfigError(f"model.de.order={de.order}: the ODE takes 1, 2 or 3, the SDE 1")
+    if de.hidden < 0:
+        raise ConfigError(f"model.de.hidden={de.hidden}: must be >= 0 (0 = one layer)")
+    if not de.sde_dt > 0 or de.step_size < 0:
+        raise ConfigError(f"model.de.sde_dt={de.sde_dt}, step_size={de.step_size}: sde_dt must "
+                          f"be > 0, step_size >= 0 (0 = the frame grid)")
+    if any(w < 1 for w in de.fcn):
+        raise ConfigError(f"model.de.fcn={list(de.fcn)}: widths must be >= 1")
+    if de.fcn and m.family == "tganv2" and m.temporal == "convlstm":
+        raise ConfigError(f"model.de.fcn={list(de.fcn)}: TGANv2's ODE starts at the FC's "
+                          f"feature map, which takes no FCN (the authors' ode_gen); set []")
 
 
 def _validate_single_video_family(cfg: Config) -> None:

@@ -6,7 +6,7 @@ from torch import nn
 
 from vidgan.config import ModelConfig
 from vidgan.models.discriminator import MultiLevelDiscriminator
-from vidgan.models.generator import Generator
+from vidgan.models.generator import Generator, tgan_dynamics
 from vidgan.models.one_head import OneHeadDiscriminator
 from vidgan.models.tgan import TGANDiscriminator, TGANGenerator
 from vidgan.models.vgan import VGANDiscriminator, VGANGenerator
@@ -18,7 +18,8 @@ __all__ = ["build_generator", "build_discriminator", "link_memory", "Generator",
 FAMILIES: Dict[str, Tuple[Callable[[ModelConfig], nn.Module],
                           Callable[[ModelConfig], nn.Module]]] = {
     "tganv2": (Generator, MultiLevelDiscriminator),
-    "tgan": (lambda m: TGANGenerator(m.z_dim, m.ch, m.resolution, m.init),
+    "tgan": (lambda m: TGANGenerator(m.z_dim, m.ch, m.resolution, m.init,
+                                     tgan_dynamics(m)),
              lambda m: OneHeadDiscriminator(TGANDiscriminator(m.dis_ch, m.resolution, m.init))),
     "vgan": (lambda m: VGANGenerator(m.z_dim, m.ch, m.resolution),
              lambda m: OneHeadDiscriminator(VGANDiscriminator(m.dis_ch, m.resolution))),

@@ -8,7 +8,10 @@ from torch.nn import functional as F
 from vidgan.config import ModelConfig
 from vidgan.models.image import RenderBlock, UpBlock
 from vidgan.models.subsample import FrameSubsampler
-from vidgan.models.temporal import ConvLSTMTemporalGenerator, MoCoGANTemporalGenerator
+from vidgan.models.latent_de import LatentDE, build_latent_de
+from vidgan.models.temporal import (ConvLSTMTemporalGenerator, LatentDETemporalGenerator,
+                                    MoCoGANTemporalGenerator, TGANFrameCodeTemporalGenerator)
+from vidgan.models.tgan import TGANLatentDE, TGANTemporalGenerator
 
 # Up blocks per level: three at level 1 (x8), one each at levels 2-4 (tgan2 Fig. 3).
 BLOCKS_PER_LEVEL = (3, 1, 1, 1)
@@ -35,17 +38,40 @@ def channel_plan(clstm_ch: int, ch: int, resolution: int = 64) -> List[int]:
     return [clstm_ch] + widths[len(widths) - sum(blocks_per_level(resolution)):]
 
 
+def tgan_dynamics(cfg: ModelConfig) -> Optional[LatentDE]:
+    """TGAN's G_0 as model.latent_de's ODE/SDE on z_1 (TGAN-ODE), or None (1D deconvs)."""
+    if cfg.latent_de == "none":
+        return None
+    return build_latent_de(cfg.latent_de, cfg.de, (cfg.z_dim,), cfg.n_frames)
+
+
 def build_temporal_generator(cfg: ModelConfig) -> nn.Module:
-    """model.temporal: convlstm (TGANv2) or gru (MoCoGAN); both emit clstm_ch maps of
+    """model.temporal: convlstm (TGANv2), gru (MoCoGAN) or tgan (TGAN's G_0), each with
+    model.latent_de's ODE/SDE in place of its recurrence; all emit clstm_ch maps of
     resolution/64 pixels (1x1 below 64 px)."""
     map_size, cond = fc_map_size(cfg.resolution), cfg.memory_condition_dim
+    kind = cfg.latent_de
+    if cfg.temporal == "convlstm" and kind != "none":
+        dynamics = build_latent_de(kind, cfg.de, (cfg.clstm_ch, map_size, map_size),
+                                   cfg.n_frames)
+        return LatentDETemporalGenerator(cfg.z_dim, cfg.n_classes, cfg.clstm_ch, map_size,
+                                         dynamics, cfg.n_frames, cond, cfg.init)
     if cfg.temporal == "convlstm":
         return ConvLSTMTemporalGenerator(cfg.z_dim, cfg.n_classes, cfg.clstm_ch, map_size,
                                          cfg.clstm_layers, cond, cfg.init,
-                                         condition_every_step=cfg.memory.condition == "every")
+                                         condition_every_step=cfg.memory.condition == "every",
+                                         step_noise=cfg.step_noise, n_frames=cfg.n_frames)
     if cfg.temporal == "gru":
+        dynamics = None if kind == "none" else build_latent_de(
+            kind, cfg.de, (cfg.motion_dim,), cfg.n_frames)
         return MoCoGANTemporalGenerator(cfg.content_dim, cfg.motion_dim, cfg.n_classes,
-                                        cfg.clstm_ch, map_size, cfg.n_frames, cond)
+                                        cfg.clstm_ch, map_size, cfg.n_frames, cond, dynamics)
+    if cfg.temporal == "tgan":
+        dynamics = tgan_dynamics(cfg)
+        frame_latents = (TGANTemporalGenerator(cfg.z_dim) if dynamics is None
+                         else TGANLatentDE(cfg.z_dim, dynamics))
+        return TGANFrameCodeTemporalGenerator(cfg.z_dim, cfg.n_classes, cfg.clstm_ch, map_size,
+                                              frame_latents, cfg.n_frames, cfg.init)
     raise ValueError(f"model.temporal='{cfg.temporal}' is not implemented")
 
 

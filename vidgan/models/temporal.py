@@ -4,6 +4,10 @@ Both produce the same first feature map, so the image generator, the subsampling
 the discriminators are shared unchanged. Each owns its latent: ``sample_z`` draws its noise,
 ``with_condition`` inserts a memory key K_c (memoryGAN's MCGN, ``cond_dim`` > 0) and
 ``forward(z, n_frames, label)`` maps it to maps; ``label`` is a one-hot (B, n_classes) or None.
+
+A latent may hold per-step noise after its head (the ConvLSTM's step noise, the GRU's eps_t,
+an SDE's Brownian increments): it then holds that noise for a number of frames, the same z
+always gives the same video, and ``sample_z(n_frames=2T)`` starts with the T-frame latent.
 """
 from typing import Optional
 
@@ -12,11 +16,25 @@ from torch import nn
 from torch.nn import functional as F
 
 from vidgan.models.init import init_layer_
+from vidgan.models.latent_de import LatentDE
 
 
 def _draw_device(module: nn.Module, generator: Optional[torch.Generator]) -> torch.device:
     """Draw on the generator's device (a CPU generator: CPU and GPU runs see the same z)."""
     return generator.device if generator is not None else module.fc.weight.device
+
+
+def uniform_latent(batch_size: int, dim: int, generator: Optional[torch.Generator],
+                   device) -> torch.Tensor:
+    """z ~ U[-1, 1]^dim (TGANv2 §4.1, TGAN), drawn on ``device``."""
+    return torch.rand(batch_size, dim, generator=generator, device=device) * 2 - 1
+
+
+def check_frames_held(z: torch.Tensor, width: int, held: int, n_frames: int, what: str) -> None:
+    """A latent must hold per-step noise for at least ``n_frames`` frames."""
+    if held < n_frames or z.shape[1] != width:
+        raise ValueError(f"{what} latent of width {z.shape[1]} holds noise for {held} frames, "
+                         f"{n_frames} asked; draw it with G.sample_z(batch, n_frames={n_frames})")
 
 
 class ConvLSTMCell(nn.Module):
@@ -48,13 +66,19 @@ class ConvLSTMTemporalGenerator(nn.Module):
     ``condition_every_step`` (model.memory.condition=every): the input at t >= 1 is W_c K_c
     instead, the FC's K_c columns without bias: the memory key then reaches every frame, not
     only through the state (it fades in a few steps), with no new parameter.
+
+    ``step_noise`` (model.step_noise, not in TGANv2): the input at t >= 1 adds W_z z_t, a fresh
+    z_t ~ U[-1, 1]^z_dim through the FC's z columns without bias, as z enters at t = 0; the
+    latent is then [z | K_c | z_1 .. z_{N-1}], noise for N frames.
     """
 
     def __init__(self, z_dim: int, n_classes: int, channels: int, map_size: int,
                  n_layers: int = 1, cond_dim: int = 0, init: str = "official",
-                 condition_every_step: bool = False):
+                 condition_every_step: bool = False, step_noise: bool = False,
+                 n_frames: int = 16):
         super().__init__()
         self.noise_dim, self.cond_dim = z_dim, cond_dim
+        self.step_noise, self.n_frames = step_noise, n_frames
         self.condition_every_step = condition_every_step and cond_dim > 0
         self.channels, self.map_size = channels, map_size
         # model.init: the official FC and ConvLSTM are LeCun normal with zero biases; the
@@ -66,28 +90,39 @@ class ConvLSTMTemporalGenerator(nn.Module):
 
     @property
     def z_dim(self) -> int:
-        """Width of a latent, memory key included."""
-        return self.noise_dim + self.cond_dim
+        """Width of a latent for the training length T, memory key included."""
+        return self.latent_dim(self.n_frames)
+
+    def latent_dim(self, n_frames: int) -> int:
+        steps = n_frames - 1 if self.step_noise else 0
+        return self.noise_dim * (1 + steps) + self.cond_dim
 
     def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
                  n_frames: Optional[int] = None) -> torch.Tensor:
-        """z ~ U[-1, 1]^z_dim (tgan2 §4.1), without K_c; one z drives any number of frames."""
-        z = torch.rand(batch_size, self.noise_dim, generator=generator,
-                       device=_draw_device(self, generator)) * 2 - 1
-        return z.to(self.fc.weight.device)
+        """z ~ U[-1, 1]^z_dim (tgan2 §4.1), without K_c; one z drives any number of frames.
+        With step noise, then z_1..z_{N-1} for N = ``n_frames`` (default T), one per draw."""
+        device = _draw_device(self, generator)
+        steps = (n_frames or self.n_frames) - 1 if self.step_noise else 0
+        parts = [uniform_latent(batch_size, self.noise_dim, generator, device)
+                 for _ in range(1 + steps)]
+        return torch.cat(parts, dim=1).to(self.fc.weight.device)
 
     def with_condition(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Noise z (B, z_dim) and memory keys (B, M) -> the latent [z | K_c]."""
-        return torch.cat([z, cond], dim=1)
+        """Noise [z | z_1..] (B, ...) and memory keys (B, M) -> the latent [z | K_c | z_1..]."""
+        return torch.cat([z[:, :self.noise_dim], cond, z[:, self.noise_dim:]], dim=1)
 
     def condition(self, z: torch.Tensor) -> torch.Tensor:
         """The memory keys K_c (B, M) held in latent ``z``."""
-        return z[:, self.noise_dim:]
+        return z[:, self.noise_dim:self.noise_dim + self.cond_dim]
 
     def forward(self, z: torch.Tensor, n_frames: int,
                 label: Optional[torch.Tensor] = None) -> torch.Tensor:
-        # z: (B, z_dim) -> (B, C, T, h0, w0)
-        b = z.shape[0]
+        # z: (B, z_dim [+ z_dim * (N - 1)]) -> (B, C, T, h0, w0)
+        b, head = z.shape[0], self.noise_dim + self.cond_dim
+        if self.step_noise:
+            held = (z.shape[1] - self.cond_dim) // self.noise_dim
+            check_frames_held(z, self.latent_dim(held), held, n_frames, "ConvLSTM step-noise")
+        steps, z = z[:, head:], z[:, :head]
         if label is not None:
             z = torch.cat([z, label], dim=1)
         x0 = self.fc(z).view(b, self.channels, self.map_size, self.map_size)
@@ -97,11 +132,16 @@ class ConvLSTMTemporalGenerator(nn.Module):
         if self.condition_every_step:
             cols = slice(self.noise_dim, self.noise_dim + self.cond_dim)
             later = F.linear(z[:, cols], self.fc.weight[:, cols]).view_as(x0)
+        inputs = None
+        if self.step_noise and n_frames > 1:  # W_z z_t for t = 1..T-1, one matmul
+            z_t = steps[:, :self.noise_dim * (n_frames - 1)].view(b, n_frames - 1, -1)
+            inputs = F.linear(z_t, self.fc.weight[:, :self.noise_dim]).view(
+                b, n_frames - 1, *x0.shape[1:]) + later.unsqueeze(1)
         maps = []
         for t in range(n_frames):
             # The zero input at t >= 1 is still convolved (its output is the bias): this is
             # the computation whose cost tgan2 Table 1 reports, kept for fidelity.
-            h = x0 if t == 0 else later
+            h = x0 if t == 0 else (later if inputs is None else inputs[:, t - 1])
             for k, cell in enumerate(self.cells):
                 states[k] = cell(h, states[k])
                 h = states[k][0]
@@ -121,14 +161,22 @@ class MoCoGANTemporalGenerator(nn.Module):
     the motion noise of N frames, so the same z always gives the same video, a rollout may be
     as long as the noise it holds, and ``sample_z(n_frames=2T)`` starts with the T-frame z.
     A memory key K_c (MCGN) joins the content: [z_C | K_c | h_0 | eps_1 .. eps_N].
+
+    ``dynamics`` (model.latent_de; Gordon & Parde's MoCoGAN-ODE/SDE): a LatentDE on the motion
+    code replaces the GRU: z_m ~ N(0, I_dM) is its initial value and the motion codes are its
+    solution at the frame times; the latent is [z_C | K_c | z_m], plus an SDE's increments.
     """
 
     def __init__(self, content_dim: int, motion_dim: int, n_classes: int, channels: int,
-                 map_size: int, n_frames: int, cond_dim: int = 0):
+                 map_size: int, n_frames: int, cond_dim: int = 0,
+                 dynamics: Optional[LatentDE] = None):
         super().__init__()
         self.content_dim, self.motion_dim, self.cond_dim = content_dim, motion_dim, cond_dim
         self.channels, self.map_size, self.n_frames = channels, map_size, n_frames
-        self.gru = nn.GRUCell(motion_dim, motion_dim)
+        if dynamics is None:
+            self.gru = nn.GRUCell(motion_dim, motion_dim)
+        else:
+            self.dynamics = dynamics
         self.fc = nn.Linear(content_dim + cond_dim + n_classes + motion_dim,
                             channels * map_size * map_size)
 
@@ -138,6 +186,8 @@ class MoCoGANTemporalGenerator(nn.Module):
         return self.latent_dim(self.n_frames)
 
     def latent_dim(self, n_frames: int) -> int:
+        if hasattr(self, "dynamics"):
+            return self._content_width + self.motion_dim + self.dynamics.noise_dim(n_frames)
         return self._content_width + self.motion_dim * (1 + n_frames)
 
     @property
@@ -145,8 +195,11 @@ class MoCoGANTemporalGenerator(nn.Module):
         return self.content_dim + self.cond_dim
 
     def frames_held(self, z: torch.Tensor) -> int:
-        """How many frames of motion noise latent ``z`` holds."""
-        return (z.shape[1] - self._content_width - self.motion_dim) // self.motion_dim
+        """How many frames of motion noise latent ``z`` holds (an ODE: any number)."""
+        width = z.shape[1] - self._content_width - self.motion_dim
+        if hasattr(self, "dynamics"):
+            return self.dynamics.frames_held(width) if self.dynamics.kind == "sde" else 2 ** 31
+        return width // self.motion_dim
 
     def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
                  n_frames: Optional[int] = None) -> torch.Tensor:
@@ -159,8 +212,13 @@ class MoCoGANTemporalGenerator(nn.Module):
         n = n_frames or self.n_frames
         device = _draw_device(self, generator)
         parts = [torch.randn(batch_size, self.content_dim, generator=generator, device=device)]
-        parts += [torch.randn(batch_size, self.motion_dim, generator=generator, device=device)
-                  for _ in range(1 + n)]  # h_0, eps_1, ..., eps_N
+        if hasattr(self, "dynamics"):  # z_m, then an SDE's dW per step
+            parts += [torch.randn(batch_size, self.motion_dim, generator=generator,
+                                  device=device),
+                      self.dynamics.sample_noise(batch_size, n, generator, device)]
+        else:
+            parts += [torch.randn(batch_size, self.motion_dim, generator=generator,
+                                  device=device) for _ in range(1 + n)]  # h_0, eps_1..eps_N
         return torch.cat(parts, dim=1).to(self.fc.weight.device)
 
     def with_condition(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -177,8 +235,11 @@ class MoCoGANTemporalGenerator(nn.Module):
         return z[:, :self._content_width], z[:, self._content_width:]
 
     def motion_codes(self, motion: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """[h_0 | eps_1..] -> h_1..h_T (B, T, dM), h_t = GRUCell(eps_t, h_{t-1})."""
+        """[h_0 | eps_1..] -> h_1..h_T (B, T, dM), h_t = GRUCell(eps_t, h_{t-1}); with a
+        latent DE, [z_m | dW..] -> z_m(t_0..t_{T-1})."""
         h = motion[:, :self.motion_dim]
+        if hasattr(self, "dynamics"):
+            return self.dynamics(h, n_frames, motion[:, self.motion_dim:])
         eps = motion[:, self.motion_dim:].unflatten(1, (-1, self.motion_dim))
         codes = []
         for t in range(n_frames):  # the recurrence is sequential in t
@@ -190,10 +251,8 @@ class MoCoGANTemporalGenerator(nn.Module):
                 label: Optional[torch.Tensor] = None) -> torch.Tensor:
         # z: (B, dC + dM * (1 + N)), N >= n_frames -> (B, C, T, h0, w0)
         held = self.frames_held(z)
-        if held < n_frames or z.shape[1] != self.latent_dim(held):
-            raise ValueError(f"MoCoGAN latent of width {z.shape[1]} holds motion noise for "
-                             f"{held} frames, {n_frames} asked; draw it with "
-                             f"G.sample_z(batch, n_frames={n_frames})")
+        width = z.shape[1] if held == 2 ** 31 else self.latent_dim(held)
+        check_frames_held(z, width, held, n_frames, "MoCoGAN")
         content, motion = self.split(z)
         codes = self.motion_codes(motion, n_frames)  # (B, T, dM)
         b, t = codes.shape[:2]
@@ -201,3 +260,88 @@ class MoCoGANTemporalGenerator(nn.Module):
         frame_codes = torch.cat([per_video[:, None].expand(b, t, -1), codes], dim=2)
         maps = self.fc(frame_codes).view(b, t, self.channels, self.map_size, self.map_size)
         return maps.transpose(1, 2)  # (B, C, T, h0, w0)
+
+
+class LatentDETemporalGenerator(nn.Module):
+    """TGANv2's temporal generator with the ConvLSTM replaced by a latent ODE or SDE on the
+    first feature map (Gordon & Parde's TGANv2-ODE, their ode_gen): FC([z | K_c | label]),
+    z ~ U[-1, 1]^z_dim, is the initial map x(0); the frames are x(t_k), f convolutional.
+    The latent is [z | K_c], plus an SDE's Brownian increments for N frames."""
+
+    def __init__(self, z_dim: int, n_classes: int, channels: int, map_size: int,
+                 dynamics: LatentDE, n_frames: int, cond_dim: int = 0, init: str = "official"):
+        super().__init__()
+        self.noise_dim, self.cond_dim, self.n_frames = z_dim, cond_dim, n_frames
+        self.channels, self.map_size = channels, map_size
+        # the same FC, at the same init, as the ConvLSTM's: only the recurrence changes
+        self.fc = init_layer_(nn.Linear(z_dim + cond_dim + n_classes,
+                                        channels * map_size * map_size), init)
+        self.dynamics = dynamics
+
+    @property
+    def z_dim(self) -> int:
+        return self.latent_dim(self.n_frames)
+
+    def latent_dim(self, n_frames: int) -> int:
+        return self.noise_dim + self.cond_dim + self.dynamics.noise_dim(n_frames)
+
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                 n_frames: Optional[int] = None) -> torch.Tensor:
+        """z ~ U[-1, 1]^z_dim, then an SDE's dW for ``n_frames`` (default T); without K_c."""
+        device = _draw_device(self, generator)
+        z = uniform_latent(batch_size, self.noise_dim, generator, device)
+        noise = self.dynamics.sample_noise(batch_size, n_frames or self.n_frames, generator,
+                                           device)
+        return torch.cat([z, noise], dim=1).to(self.fc.weight.device)
+
+    def with_condition(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return torch.cat([z[:, :self.noise_dim], cond, z[:, self.noise_dim:]], dim=1)
+
+    def condition(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, self.noise_dim:self.noise_dim + self.cond_dim]
+
+    def forward(self, z: torch.Tensor, n_frames: int,
+                label: Optional[torch.Tensor] = None) -> torch.Tensor:
+        head = self.noise_dim + self.cond_dim
+        if self.dynamics.kind == "sde":
+            held = self.dynamics.frames_held(z.shape[1] - head)
+            check_frames_held(z, self.latent_dim(held), held, n_frames, "SDE")
+        latent = z[:, :head] if label is None else torch.cat([z[:, :head], label], dim=1)
+        b = z.shape[0]
+        x0 = self.fc(latent).view(b, self.channels, self.map_size, self.map_size)
+        maps = self.dynamics(x0, n_frames, z[:, head:])  # (B, T, C, h0, w0)
+        return maps.transpose(1, 2)
+
+
+class TGANFrameCodeTemporalGenerator(nn.Module):
+    """TGAN's temporal generator in TGANv2's pipeline (not in either paper): z_0 ~ U[-1, 1]^
+    z_dim, z_1 = G_0(z_0) (TGAN's 1D deconvolutions, 16 frames, or with model.latent_de the
+    ODE/SDE on z_1), and each frame's code [z_0 | z_1^t | label] through one FC to the first
+    map, as TGAN's image generator takes (z_0, z_1^t) and MoCoGAN's FC its frame code."""
+
+    def __init__(self, z_dim: int, n_classes: int, channels: int, map_size: int,
+                 frame_latents: nn.Module, n_frames: int, init: str = "official"):
+        super().__init__()
+        self.noise_dim, self.cond_dim, self.n_frames = z_dim, 0, n_frames
+        self.channels, self.map_size = channels, map_size
+        self.frame_latents = frame_latents  # TGANTemporalGenerator or TGANLatentDE
+        self.fc = init_layer_(nn.Linear(2 * z_dim + n_classes, channels * map_size * map_size),
+                              init)
+
+    @property
+    def z_dim(self) -> int:
+        return self.frame_latents.latent_dim(self.n_frames)
+
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                 n_frames: Optional[int] = None) -> torch.Tensor:
+        return self.frame_latents.sample_z(batch_size, generator, n_frames or self.n_frames)
+
+    def forward(self, z: torch.Tensor, n_frames: int,
+                label: Optional[torch.Tensor] = None) -> torch.Tensor:
+        z0 = z[:, :self.noise_dim]
+        z1 = self.frame_latents(z, n_frames).transpose(1, 2)  # (B, T, z_dim)
+        b, t = z1.shape[:2]
+        per_video = z0 if label is None else torch.cat([z0, label], dim=1)
+        codes = torch.cat([per_video[:, None].expand(b, t, -1), z1], dim=2)
+        maps = self.fc(codes).view(b, t, self.channels, self.map_size, self.map_size)
+        return maps.transpose(1, 2)

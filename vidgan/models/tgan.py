@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from vidgan.models.discriminator import dcgan_video_convs, run_dcgan_video_convs
 from vidgan.models.init import lecun_normal_
+from vidgan.models.latent_de import LatentDE
 from vidgan.models.normalization import (BN_EPS, BN_MOMENTUM, BatchNormNoBeta,
                                          GlobalBatchNorm1d, GlobalBatchNorm2d)
 
@@ -65,11 +66,67 @@ class TGANTemporalGenerator(nn.Module):
         for deconv in self.deconvs:
             chainer_default_init_(deconv, init)
 
-    def forward(self, z0: torch.Tensor) -> torch.Tensor:
+    @property
+    def noise_dim(self) -> int:
+        return self.deconvs[0].in_channels
+
+    def latent_dim(self, n_frames: int) -> int:
+        """z_0 alone: it draws 16 frames."""
+        return self.noise_dim
+
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                 n_frames: Optional[int] = None) -> torch.Tensor:
+        """z_0 ~ U(-1, 1)^z_dim, as the official code draws it; the clip is 16 frames."""
+        check_tgan_frames(n_frames)
+        return uniform_z0(self, batch_size, self.noise_dim, generator)
+
+    def forward(self, z0: torch.Tensor, n_frames: Optional[int] = None) -> torch.Tensor:
+        check_tgan_frames(n_frames)
         h = z0[:, :, None]  # (B, z_dim, 1): one time step
         for deconv, norm in zip(self.deconvs[:-1], self.norms):
             h = F.relu(norm(deconv(h)))
         return torch.tanh(self.deconvs[-1](h))  # (B, z_dim, 16)
+
+
+def check_tgan_frames(n_frames: Optional[int]) -> None:
+    if n_frames not in (None, TGAN_FRAMES):
+        raise ValueError(f"n_frames={n_frames}: TGAN's temporal generator draws "
+                         f"{TGAN_FRAMES} frames")
+
+
+def uniform_z0(module: nn.Module, batch_size: int, dim: int,
+               generator: Optional[torch.Generator]) -> torch.Tensor:
+    """z_0 ~ U(-1, 1)^dim drawn on the generator's device, returned on the module's."""
+    param = next(module.parameters())
+    rng_device = generator.device if generator is not None else param.device
+    z = torch.rand(batch_size, dim, generator=generator, device=rng_device)
+    return (2 * z - 1).to(param.device, param.dtype)
+
+
+class TGANLatentDE(nn.Module):
+    """G_0 as a latent ODE or SDE (Gordon & Parde's TGAN-ODE/SDE, their tgan_ode): z_1(0) =
+    FCN(z_0), z_1^t its solution at the frame times, (B, z_dim, T) as TGAN's G_0 gives it,
+    for any T. The latent is z_0, plus an SDE's Brownian increments."""
+
+    def __init__(self, z_dim: int, dynamics: LatentDE):
+        super().__init__()
+        self.noise_dim, self.dynamics = z_dim, dynamics
+
+    def latent_dim(self, n_frames: int) -> int:
+        return self.noise_dim + self.dynamics.noise_dim(n_frames)
+
+    def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                 n_frames: Optional[int] = None) -> torch.Tensor:
+        z0 = uniform_z0(self, batch_size, self.noise_dim, generator)
+        rng_device = generator.device if generator is not None else z0.device
+        noise = self.dynamics.sample_noise(batch_size, n_frames or TGAN_FRAMES, generator,
+                                           rng_device)
+        return torch.cat([z0, noise.to(z0)], dim=1)
+
+    def forward(self, z: torch.Tensor, n_frames: Optional[int] = None) -> torch.Tensor:
+        n = n_frames or TGAN_FRAMES
+        z1 = self.dynamics(z[:, :self.noise_dim], n, z[:, self.noise_dim:])  # (B, T, z_dim)
+        return z1.transpose(1, 2)
 
 
 class TGANImageGenerator(nn.Module):
@@ -118,35 +175,35 @@ class TGANGenerator(nn.Module):
     levels_rendered = [1]  # one video, no levels
 
     def __init__(self, z_dim: int = 100, ch: int = 512, resolution: int = 64,
-                 init: str = "official"):
+                 init: str = "official", dynamics: Optional[LatentDE] = None):
         super().__init__()
         self.n_frames = TGAN_FRAMES
-        self.temporal = TGANTemporalGenerator(z_dim, init)
+        self.noise_dim = z_dim
+        # model.latent_de: G_0 as a latent ODE/SDE (TGAN-ODE), which draws any length
+        self.temporal = (TGANTemporalGenerator(z_dim, init) if dynamics is None
+                         else TGANLatentDE(z_dim, dynamics))
         self.image = TGANImageGenerator(z_dim, ch, resolution=resolution)
 
     @property
     def z_dim(self) -> int:
-        return self.temporal.deconvs[0].in_channels
+        """Width of a latent: z_0, plus an SDE's increments for 16 frames."""
+        return self.temporal.latent_dim(self.n_frames)
 
     def sample_z(self, batch_size: int, generator: Optional[torch.Generator] = None,
                  n_frames: Optional[int] = None) -> torch.Tensor:
-        """z_0 ~ U(-1, 1)^z_dim, on the generator's device; the clip is always 16 frames."""
-        if n_frames not in (None, TGAN_FRAMES):
-            raise ValueError(f"n_frames={n_frames}: TGAN's temporal generator draws "
-                             f"{TGAN_FRAMES} frames")
-        device = next(self.parameters()).device
-        rng_device = generator.device if generator is not None else device
-        z = torch.rand(batch_size, self.z_dim, generator=generator, device=rng_device)
-        return (2 * z - 1).to(device, next(self.parameters()).dtype)
+        """z_0 ~ U(-1, 1)^z_dim (and an SDE's dW), on the generator's device; the 1D
+        deconvolutions draw 16 frames, a latent ODE/SDE any number."""
+        return self.temporal.sample_z(batch_size, generator, n_frames)
 
     def memory_condition(self, z: torch.Tensor) -> None:
         """TGAN takes no memory key (the model contract's MCGN hook)."""
         return None
 
-    def video(self, z0: torch.Tensor) -> torch.Tensor:
+    def video(self, z: torch.Tensor, n_frames: Optional[int] = None) -> torch.Tensor:
         """(B, z_dim) -> (B, 3, 16, H, W). Every frame of the batch in one image-generator
         call, so its BatchNorm normalises over B * 16 frames, as the official code's does."""
-        z1 = self.temporal(z0)  # (B, z_dim, T)
+        z0 = z[:, :self.noise_dim]
+        z1 = self.temporal(z, n_frames)  # (B, z_dim, T)
         b, t = z1.shape[0], z1.shape[2]
         z_fast = z1.transpose(1, 2).reshape(b * t, -1)
         z_slow = z0[:, None, :].expand(b, t, z0.shape[1]).reshape(b * t, -1)
@@ -157,11 +214,9 @@ class TGANGenerator(nn.Module):
                 n_frames: Optional[int] = None, render_level: Optional[int] = None):
         if y is not None:
             raise ValueError("TGAN is unconditional: pass no labels")
-        if n_frames not in (None, TGAN_FRAMES):
-            raise ValueError(f"n_frames={n_frames}: TGAN renders {TGAN_FRAMES} frames")
         if render_level not in (None, 1):
             raise ValueError(f"render_level={render_level}: TGAN renders one level (1)")
-        video = self.video(z)
+        video = self.video(z, n_frames)
         return [video] if self.training else video
 
 
