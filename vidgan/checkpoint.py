@@ -40,6 +40,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or written; the message names the file."""
 
 
+# The checkpoint eval.keep_best writes: the run's state when its score was best.
+BEST_NAME = "best.pt"
+
+
 def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
 

@@ -297,6 +297,11 @@ class EvalConfig:
     # unlike train.batch_size (global): it sizes one device's memory, not the statistics.
     batch_size: int = 32
     stats_dir: str = "data/c3d_stats"  # cached real references (C3D, I3D), keyed by a hash
+    # A score of the in-training evaluation (is, fid, modes_covered, ...; "" = off): whenever
+    # it is the best so far (lower for fid/fvd/kvd/modes_kl, else higher) the run's state is
+    # saved as checkpoints/best.pt, the protocol of Gordon & Parde §4 (IS every 1000
+    # iterations, the best kept).
+    keep_best: str = ""
 
 
 @dataclass
@@ -587,10 +592,23 @@ def validate(cfg: Config) -> None:
         value = setting(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}='{value}': allowed values are {', '.join(allowed)}")
+    _validate_keep_best(cfg.eval)
     if cfg.loss.combine == "sum" and m.subsample_batch:
         raise ConfigError("loss.combine='sum' needs every level to judge the same videos, but "
                           "model.subsample_batch=true drops samples per level; use "
                           "loss.combine=mean (as the official code does) or subsample_batch=false")
+
+
+def _validate_keep_best(ev: EvalConfig) -> None:
+    name = ev.keep_best
+    if not name:
+        return
+    if not any(name == m or name.startswith(f"{m}_") for m in ev.metrics):
+        raise ConfigError(f"eval.keep_best='{name}': not a score of eval.metrics="
+                          f"{list(ev.metrics)} (e.g. is, fid, modes_covered)")
+    if ev.interval == 0:
+        raise ConfigError(f"eval.keep_best='{name}': needs the in-training evaluation; set "
+                          f"eval.interval > 0")
 
 
 def _validate_temporal(m: ModelConfig) -> None:

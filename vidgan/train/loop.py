@@ -93,6 +93,8 @@ class Trainer(TrainingStep, RunOutputs):
         self.newest_checkpoint: Optional[Path] = None
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
+        # eval.keep_best: {metric, value, step} of checkpoints/best.pt, None before one
+        self.best: Optional[Dict] = None
         # Clips that failed to decode during training (the index already left out the files
         # it could tell were bad): skip events, and the distinct files with their reason.
         self.skipped_clips = 0
@@ -160,6 +162,7 @@ class Trainer(TrainingStep, RunOutputs):
                 "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
                 "opt_D": self.opt_D.state_dict(), "step": self.step,
                 "nonfinite_total": self.nonfinite_total, "rng": rng_state(),
+                "best": self.best,
                 "data_skips": {"skipped_clips": self.skipped_clips,
                                "bad_files": dict(self.bad_files)},
                 "config": to_dict(self.cfg),
@@ -193,6 +196,7 @@ class Trainer(TrainingStep, RunOutputs):
         self.opt_D.load_state_dict(state["opt_D"])
         self.step = state["step"]
         self.nonfinite_total = state.get("nonfinite_total", 0)
+        self.best = state.get("best")
         skips = state.get("data_skips", {})
         self.skipped_clips = skips.get("skipped_clips", 0)
         self.bad_files = dict(skips.get("bad_files", {}))
@@ -320,7 +324,7 @@ class Trainer(TrainingStep, RunOutputs):
             self.write_samples(writer)
         if self.eval_metrics and ev.interval and (
                 self.step % ev.interval == 0 or (last and stop is None)):
-            self.evaluate(writer)
+            self.keep_best(self.evaluate(writer))
         if not (self.step % t.checkpoint_interval == 0 or requested or last):
             return None
         if stop is not None and self.main:

@@ -9,14 +9,15 @@ import torch
 from tqdm import tqdm
 
 from vidgan import distributed
+from vidgan.checkpoint import BEST_NAME, save_checkpoint
 from vidgan.train.logs import Writer, add_gif
 from vidgan.video_io import make_grid, to_uint8, write_mp4
 
 
 class RunOutputs:
     """The sampling and scoring part of ``Trainer``: reads its cfg, G_ema, y_fixed, out_dir,
-    step, classifiers, eval_metrics, device and main, and keeps ``real_stats`` and
-    ``last_scores``."""
+    step, classifiers, eval_metrics, device and main, and keeps ``real_stats``,
+    ``last_scores`` and ``best``."""
 
     @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
@@ -70,3 +71,36 @@ class RunOutputs:
             tqdm.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}"
                                                      for k, v in scores.items()))
         return scores
+
+    def keep_best(self, scores: Dict[str, float]) -> Optional[Path]:
+        """eval.keep_best: when the in-training score named there beats every earlier one,
+        the run's state goes to checkpoints/best.pt (with ``best``: metric, value, step).
+        Single IS readings vary by more than the differences between models, so the
+        latent-ODE paper scores every 1000 iterations and reports the best (Gordon & Parde
+        §4); ``--resume`` never picks best.pt, and the best so far survives a resume."""
+        name = self.cfg.eval.keep_best
+        if not name or name not in scores:
+            return None
+        value = float(scores[name])
+        if self.best is not None and not is_better(name, value, self.best["value"]):
+            return None
+        if value != value:  # NaN: never the best
+            return None
+        self.best = {"metric": name, "value": value, "step": self.step}
+        path = None
+        if self.main:
+            path = save_checkpoint(self.state_dict(), self.out_dir, self.step, keep=None,
+                                   name=BEST_NAME)
+            tqdm.write(f"step {self.step}: best {name} so far ({value:.4g}): {path}")
+        distributed.barrier()
+        return path
+
+
+# Scores where lower is better (Fréchet distances, KVD, the modes KL); every other is higher.
+LOWER_IS_BETTER = ("fid", "fvd", "kvd", "modes_kl")
+
+
+def is_better(name: str, value: float, best: float) -> bool:
+    """Whether score ``name`` = ``value`` beats ``best``."""
+    lower = name.startswith(LOWER_IS_BETTER)
+    return value < best if lower else value > best
