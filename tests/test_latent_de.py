@@ -293,3 +293,16 @@ def test_keep_best_keeps_the_best_scored_state(tmp_path, synthetic_root):
 def test_config_errors_name_the_key(override, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
         tiny_config(*override)
+
+
+def test_cost_profile_runs_a_latent_ode_generator():
+    """The solvers read time values, so the profile runs these configs on the CPU."""
+    from vidgan.profile import profile_step
+    ode = profile_step(tiny_config("model.latent_de=ode"))
+    lstm = profile_step(tiny_config())
+    assert ode["G"]["frames"] == lstm["G"]["frames"]
+    # the same FC and level-1 blocks; rk4 evaluates f (a 3x3 conv, 8 -> 8 channels on the
+    # 1x1 map: 576 MACs) 4 times per frame interval, 7 intervals; the ConvLSTM runs its two
+    # 3x3 convs (8 -> 32 channels each: 2 x 2,304 MACs) at each of the 8 frames
+    c = 8
+    assert ode["G"]["macs"]["L1"] - lstm["G"]["macs"]["L1"] == 4 * 7 * c * c * 9 - 8 * 2 * c * 4 * c * 9

@@ -72,8 +72,12 @@ def _label_modules(counter: CostCounter, modules: Dict[str, torch.nn.Module]):
 
 
 def profile_step(cfg: Config) -> dict:
-    """MACs and activation bytes per level for G(z) and D(G(z)) at batch 1, training mode."""
-    with torch.device("meta"):
+    """MACs and activation bytes per level for G(z) and D(G(z)) at batch 1, training mode.
+
+    On the meta device (shapes only), except with a latent ODE/SDE: its solvers read time
+    values (``.item()``), so those configs run on the CPU, with real numbers."""
+    device = "meta" if cfg.model.latent_de == "none" else "cpu"
+    with torch.device(device):
         G = build_generator(cfg).train()
         D = build_discriminator(cfg).train()
     if cfg.model.family == "tganv2":
@@ -95,11 +99,11 @@ def profile_step(cfg: Config) -> dict:
     # TGAN's temporal generator normalises a batch of one time step: BN needs 2 clips, and
     # the counts (linear in the batch) are halved back to one clip
     batch = 1 if cfg.model.family == "tganv2" else 2
-    y = torch.zeros(1, dtype=torch.long, device="meta") if cfg.model.n_classes else None
+    y = torch.zeros(1, dtype=torch.long, device=device) if cfg.model.n_classes else None
     counters = {"G": CostCounter(), "D": CostCounter()}
     handles = (_label_modules(counters["G"], g_modules) +
                _label_modules(counters["D"], d_modules))
-    z = torch.zeros(batch, G.z_dim, device="meta")  # any latent: MACs depend on shapes only
+    z = torch.zeros(batch, G.z_dim, device=device)  # any latent: MACs depend on shapes only
     with torch.no_grad():
         with counters["G"]:
             videos = G(z, y)
