@@ -238,6 +238,14 @@ def test_shipped_ode_configs_train(tmp_path, roots, name):
     assert result.checkpoint.exists()
     after = _dynamics(trainer.G).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # f learns
+    # the checkpoint draws clips twice its training length (the grid goes on past t = 1)
+    from tests.test_generate import decode
+    from vidgan import generate
+    out = tmp_path / "gen"
+    frames = 2 * trainer.cfg.model.n_frames
+    assert generate.main(["--checkpoint", str(result.checkpoint), "--out", str(out), "--grid",
+                          "1x2", "--frames", str(frames), "--device", "cpu"]) == 0
+    assert len(decode(out / "grid.mp4")[0]) == frames
 
 
 @pytest.mark.parametrize("name", ["ucf101_tgan_sde", "ucf101_mocogan_sde"])
