@@ -37,6 +37,22 @@ def check_frames_held(z: torch.Tensor, width: int, held: int, n_frames: int, wha
                          f"{n_frames} asked; draw it with G.sample_z(batch, n_frames={n_frames})")
 
 
+class KeyAfterNoise:
+    """The latent layout [z | K_c | per-step noise]: the memory key (MCGN) sits right after
+    the first ``noise_dim`` columns, whatever per-step noise follows."""
+
+    noise_dim: int
+    cond_dim: int
+
+    def with_condition(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Noise [z | ...] (B, ...) and memory keys (B, M) -> the latent [z | K_c | ...]."""
+        return torch.cat([z[:, :self.noise_dim], cond, z[:, self.noise_dim:]], dim=1)
+
+    def condition(self, z: torch.Tensor) -> torch.Tensor:
+        """The memory keys K_c (B, M) held in latent ``z``."""
+        return z[:, self.noise_dim:self.noise_dim + self.cond_dim]
+
+
 class ConvLSTMCell(nn.Module):
     """ConvLSTM without peepholes: gates = conv(x) (with bias) + conv(h) (no bias)."""
 
@@ -55,7 +71,7 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
 
-class ConvLSTMTemporalGenerator(nn.Module):
+class ConvLSTMTemporalGenerator(KeyAfterNoise, nn.Module):
     """TGANv2's temporal generator: FC(z) initialises a stack of ConvLSTMs.
 
     tgan2 §4.1: z ~ U[-1, 1]^z_dim; the memory key K_c (MCGN) and the one-hot label (§4.6)
@@ -106,14 +122,6 @@ class ConvLSTMTemporalGenerator(nn.Module):
         parts = [uniform_latent(batch_size, self.noise_dim, generator, device)
                  for _ in range(1 + steps)]
         return torch.cat(parts, dim=1).to(self.fc.weight.device)
-
-    def with_condition(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Noise [z | z_1..] (B, ...) and memory keys (B, M) -> the latent [z | K_c | z_1..]."""
-        return torch.cat([z[:, :self.noise_dim], cond, z[:, self.noise_dim:]], dim=1)
-
-    def condition(self, z: torch.Tensor) -> torch.Tensor:
-        """The memory keys K_c (B, M) held in latent ``z``."""
-        return z[:, self.noise_dim:self.noise_dim + self.cond_dim]
 
     def forward(self, z: torch.Tensor, n_frames: int,
                 label: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -262,7 +270,7 @@ class MoCoGANTemporalGenerator(nn.Module):
         return maps.transpose(1, 2)  # (B, C, T, h0, w0)
 
 
-class LatentDETemporalGenerator(nn.Module):
+class LatentDETemporalGenerator(KeyAfterNoise, nn.Module):
     """TGANv2's temporal generator with the ConvLSTM replaced by a latent ODE or SDE on the
     first feature map (Gordon & Parde's TGANv2-ODE, their ode_gen): FC([z | K_c | label]),
     z ~ U[-1, 1]^z_dim, is the initial map x(0); the frames are x(t_k), f convolutional.
@@ -293,12 +301,6 @@ class LatentDETemporalGenerator(nn.Module):
         noise = self.dynamics.sample_noise(batch_size, n_frames or self.n_frames, generator,
                                            device)
         return torch.cat([z, noise], dim=1).to(self.fc.weight.device)
-
-    def with_condition(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return torch.cat([z[:, :self.noise_dim], cond, z[:, self.noise_dim:]], dim=1)
-
-    def condition(self, z: torch.Tensor) -> torch.Tensor:
-        return z[:, self.noise_dim:self.noise_dim + self.cond_dim]
 
     def forward(self, z: torch.Tensor, n_frames: int,
                 label: Optional[torch.Tensor] = None) -> torch.Tensor:
