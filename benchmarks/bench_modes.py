@@ -4,7 +4,7 @@ classifier, report mean +- sd over the seeds.
 
     python -m benchmarks.bench_modes [--configs modes_st4,modes_3d2d,modes_memory,modes_mocogan]
         [--seeds 0,1,2] [--iterations 1000] [--n-samples 2048] [--jobs 1]
-        [--out runs/bench_modes] [--rescore] [key=value ...]
+        [--out runs/bench_modes] [--extend-from DIR] [--rescore] [key=value ...]
 
 Each run is ``train.py`` then ``python -m vidgan.evaluate --metrics modes`` in a subprocess
 (``--jobs`` of them at a time, the CPU threads split between them). Results accumulate in
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,15 @@ def run_one(config: str, seed: int, args, threads: int) -> dict:
     """Train ``config`` with ``seed``, evaluate the final checkpoint; the result record."""
     run = Path(args.out) / f"{config}_seed{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    train = [sys.executable, "train.py", "--config", config, "--overwrite",
+    start = "--overwrite"
+    if args.extend_from:  # continue the shorter run: resume is exact, so this is the long run
+        shorter = Path(args.extend_from) / f"{config}_seed{seed}"
+        if not (shorter / "checkpoints").is_dir():
+            raise FileNotFoundError(f"--extend-from: no run {shorter}")
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(shorter, run)
+        start = "--resume"
+    train = [sys.executable, "train.py", "--config", config, start,
              f"train.seed={seed}", f"train.iterations={args.iterations}",
              f"train.out_dir={run}", f"train.checkpoint_interval={args.iterations}",
              "eval.interval=0", "eval.sample_interval=0", *args.overrides]
@@ -197,6 +206,11 @@ def main(argv=None) -> None:
     parser.add_argument("--n-samples", type=int, default=2048)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/bench_modes")
+    parser.add_argument("--extend-from", default="",
+                        help="a bench_modes directory holding shorter runs of the same configs "
+                             "and seeds: each run resumes from its final checkpoint instead of "
+                             "starting over (resume is bitwise exact, so the result is the "
+                             "long run's); s/it is the median over both parts")
     parser.add_argument("--rescore", action="store_true",
                         help="measure latent_spread again on the stored final checkpoints")
     parser.add_argument("overrides", nargs="*")
