@@ -62,7 +62,9 @@ def _run_float64(world, root, tmp, *extra, steps=3):
     # the memory discriminator with MCGN (memory written from the gathered global batch)
     ["model.n_classes=0", "model.frame_discriminator=memory", "model.memory.slots=32",
      "model.memory.key_dim=8", "model.memory.topk=4"],
-], ids=["conditional_2d_lazy_r1", "memory_mcgn"])
+    # a latent SDE: its Brownian increments are drawn with z, for the global batch
+    ["model.n_classes=0", "model.latent_de=sde"],
+], ids=["conditional_2d_lazy_r1", "memory_mcgn", "latent_sde"])
 def test_two_processes_equal_one_in_float64(tmp_path, synthetic_root, extra):
     one, = _run_float64(1, synthetic_root, tmp_path, *extra)
     rank0, rank1 = _run_float64(2, synthetic_root, tmp_path, *extra)
