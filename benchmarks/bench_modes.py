@@ -23,6 +23,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -70,18 +71,11 @@ def run_one(config: str, seed: int, args, threads: int) -> dict:
             **{k: v["mean"] for k, v in record.items() if k.startswith("modes_")}}
 
 
-@torch.no_grad()
-def latent_spread(checkpoint: Path, n: int = 16, seed: int = 123, early: int = 3) -> dict:
-    """How much the frames still depend on z, and still move: over ``n`` fixed latents of the
-    EMA generator's clips, in grey levels (0-255), the per-pixel std across the latents
-    (``spread_*``) and the mean absolute change from the previous frame (``change_*``),
-    averaged over frames 1..``early`` (``*_early``; change from frame 2) and over the frames
-    after (``*_late``). A generator whose frames stop following z after a few steps has
-    spread_late << spread_early; one whose clips freeze, change_late << change_early."""
-    from vidgan.checkpoint import load_generator
-    G = load_generator(checkpoint, device="cpu").G
-    z = G.sample_z(n, generator=torch.Generator().manual_seed(seed))
-    video = (G(z) + 1) * 127.5  # (n, 3, T, H, W) in grey levels
+def clip_motion(video: torch.Tensor, early: int = 3) -> dict:
+    """How much (n, 3, T, H, W) clips in grey levels (0-255) differ across the batch and move:
+    the per-pixel std across the clips (``spread_*``) and the mean absolute change from the
+    previous frame (``change_*``), averaged over frames 1..``early`` (``*_early``; change from
+    frame 2) and over the frames after (``*_late``), with both curves over t."""
     std = video.std(dim=0).mean(dim=(0, 2, 3))  # (T,)
     change = (video[:, :, 1:] - video[:, :, :-1]).abs().mean(dim=(0, 1, 3, 4))  # (T - 1,)
     return {"spread_early": float(std[:early].mean()), "spread_late": float(std[early:].mean()),
@@ -90,6 +84,31 @@ def latent_spread(checkpoint: Path, n: int = 16, seed: int = 123, early: int = 3
             # the curves over t, for benchmarks/plot_temporal.py
             "spread_curve": [round(float(v), 3) for v in std],
             "change_curve": [round(float(v), 3) for v in change]}
+
+
+@torch.no_grad()
+def latent_spread(checkpoint: Path, n: int = 16, seed: int = 123, early: int = 3) -> dict:
+    """``clip_motion`` of the EMA generator's clips for ``n`` fixed latents. A generator whose
+    frames stop following z after a few steps has spread_late << spread_early; one whose
+    clips freeze, change_late << change_early."""
+    from vidgan.checkpoint import load_generator
+    G = load_generator(checkpoint, device="cpu").G
+    z = G.sample_z(n, generator=torch.Generator().manual_seed(seed))
+    return clip_motion((G(z) + 1) * 127.5, early)
+
+
+def real_motion(config: str, n: int = 256) -> dict:
+    """``clip_motion`` of ``n`` clips of the modes dataset (random modes), rendered at the
+    config's resolution and length: the reference a generator's numbers are read against (a
+    real clip's object moves by 1-2 px per frame, so its change per frame is small)."""
+    import numpy as np
+    from vidgan.config import load_config
+    from vidgan.data.modes import N_MODES, render_clip
+    cfg = load_config(config)
+    rng = np.random.default_rng(0)
+    clips = np.stack([render_clip(int(m), cfg.model.n_frames, cfg.model.resolution, rng)
+                      for m in rng.integers(0, N_MODES, n)])  # (n, T, H, W, 3)
+    return clip_motion(torch.from_numpy(clips).float().permute(0, 4, 1, 2, 3))
 
 
 def _top_reason(rows: list) -> str:
@@ -146,10 +165,15 @@ def factor_table(results: list, configs: list) -> str:
     return "\n".join(lines)
 
 
-def spread_table(results: list, configs: list) -> str:
-    """``latent_spread`` of the final EMA generators, mean ± sd over the seeds."""
+def spread_table(results: list, configs: list, real: Optional[dict] = None) -> str:
+    """``latent_spread`` of the final EMA generators, mean ± sd over the seeds; ``real``
+    (``real_motion``) as the first row."""
     lines = ["| config | seeds | spread across z, frames 1-3 | frames 4-16 | "
              "change per frame, frames 2-3 | frames 4-16 |", "|---|---|---|---|---|---|"]
+    if real:
+        lines.append("| real clips (the dataset) | - | " + " | ".join(
+            f"{real[k]:.1f}" for k in ("spread_early", "spread_late", "change_early",
+                                       "change_late")) + " |")
     for config in configs:
         rows = [r for r in results if r["config"] == config and "change_late" in r]
         if rows:
@@ -245,7 +269,7 @@ def main(argv=None) -> None:
     print()
     print(factor_table(current, configs))
     print()
-    print(spread_table(current, configs))
+    print(spread_table(current, configs, real_motion(configs[0])))
 
 
 if __name__ == "__main__":

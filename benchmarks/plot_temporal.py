@@ -1,7 +1,9 @@
 """Draw the temporal-generator comparison from a bench_modes directory: per config one row,
 the frames of sample clips of its seed-0 generator and the change per frame over t (grey
 levels, mean absolute difference from the previous frame, over 16 fixed latents; one thin
-line per seed, the mean thick).
+line per seed, the mean thick), with the modes dataset's own clips as the first row and
+their change curve dashed in every row (a real object moves 1-2 px per frame: a curve far
+above it is flicker, not motion).
 
     python -m benchmarks.plot_temporal --bench runs/bench_modes_temporal \
         --configs modes_st4,modes_st4_noise,... [--iterations 1000] [--clips 2] \
@@ -22,6 +24,7 @@ from PIL import Image, ImageDraw
 
 SCALE = 2  # each 32 px frame drawn at 64 px
 PLOT_W, LABEL_W, PAD = 260, 150, 8
+RIGHT = 24  # room for the grid labels
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
@@ -45,6 +48,12 @@ def strip(frames: torch.Tensor) -> Image.Image:
     return image.resize((image.width * SCALE, image.height * SCALE), Image.NEAREST)
 
 
+def height(v: float, y_max: float) -> float:
+    """A value's height in its box, 0-1, on a square-root scale: the curves span 0.5-40 grey
+    levels, and the small ones (real motion is about 2) matter most."""
+    return min(max(v, 0.0) / y_max, 1.0) ** 0.5
+
+
 def draw_curves(draw: ImageDraw.ImageDraw, box, curves, y_max: float, colour) -> None:
     """Change per frame over t = 2..T in ``box`` (x0, y0, x1, y1): thin per seed, thick mean."""
     x0, y0, x1, y1 = box
@@ -52,7 +61,12 @@ def draw_curves(draw: ImageDraw.ImageDraw, box, curves, y_max: float, colour) ->
     n = len(curves[0])
 
     def point(i, v):
-        return (x0 + (x1 - x0) * i / max(n - 1, 1), y1 - (y1 - y0) * min(v / y_max, 1.0))
+        return (x0 + (x1 - x0) * i / max(n - 1, 1), y1 - (y1 - y0) * height(v, y_max))
+    for level in (1, 2, 5, 10, 20, 40):  # grid lines, labelled on the right
+        if level < y_max:
+            y = y1 - (y1 - y0) * height(level, y_max)
+            draw.line([(x0, y), (x1, y)], fill=(225, 225, 225))
+            draw.text((x1 + 3, y - 6), str(level), fill=(120, 120, 120))
     for curve in curves:
         draw.line([point(i, v) for i, v in enumerate(curve)], fill=colour + (90,), width=1)
     mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
@@ -61,6 +75,21 @@ def draw_curves(draw: ImageDraw.ImageDraw, box, curves, y_max: float, colour) ->
         x = point(frame - 2, 0)[0]
         draw.line([(x, y1), (x, y1 + 4)], fill=(0, 0, 0))
         draw.text((x - 4, y1 + 5), str(frame), fill=(0, 0, 0))
+
+
+def real_row(config: str, clips: int, runs: int):
+    """The dataset's own clips as the figure's first row: frames of ``clips`` real clips and
+    their change curve (drawn as flat across the seeds, ``runs`` copies of one curve)."""
+    import numpy as np
+    from benchmarks.bench_modes import real_motion
+    from vidgan.config import load_config
+    from vidgan.data.modes import N_MODES, render_clip
+    cfg = load_config(config)
+    rng = np.random.default_rng(123)
+    frames = np.stack([render_clip(int(m), cfg.model.n_frames, cfg.model.resolution, rng)
+                       for m in rng.integers(0, N_MODES, clips)])
+    curve = real_motion(config)["change_curve"]
+    return "real clips", [curve] * runs, strip(torch.from_numpy(frames)), None
 
 
 def render(bench: Path, configs: list, iterations: int, clips: int) -> Image.Image:
@@ -73,28 +102,49 @@ def render(bench: Path, configs: list, iterations: int, clips: int) -> Image.Ima
             raise SystemExit(f"{bench}/results.json has no {iterations}-iteration run of "
                              f"{name} with a change curve")
         ckpt = bench / f"{name}_seed0" / "checkpoints" / f"ckpt_{iterations:08d}.pt"
-        rows.append((name, [r["change_curve"] for r in runs], strip(sample_frames(ckpt, clips))))
-    y_max = max(max(c) for _, curves, _ in rows for c in curves) * 1.05
-    row_h = max(image.height for *_, image in rows) + 2 * PAD + 14
-    width = LABEL_W + max(image.width for *_, image in rows) + PLOT_W + 4 * PAD
+        covered = statistics.mean(r["modes_covered"] for r in runs if "modes_covered" in r)
+        rows.append((name, [r["change_curve"] for r in runs], strip(sample_frames(ckpt, clips)),
+                     covered))
+    rows.insert(0, real_row(configs[0], clips, len(rows[0][1])))
+    y_max = max(max(c) for _, curves, *_ in rows for c in curves) * 1.05
+    row_h = max(image.height for _, _, image, _ in rows) + 2 * PAD + 14
+    width = LABEL_W + max(image.width for _, _, image, _ in rows) + PLOT_W + 4 * PAD + RIGHT
     canvas = Image.new("RGB", (width, row_h * len(rows) + 24), (255, 255, 255))
     draw = ImageDraw.Draw(canvas, "RGBA")
+    n_seeds = len(rows[1][1])
+    seeds = f"mean of {n_seeds} seeds (thick) and each seed" if n_seeds > 1 else "one seed"
     draw.text((PAD, 6), f"{iterations} iterations; right: change per frame (grey levels, "
-                        f"0-{y_max:.0f}) over frames 2-16, mean of {len(rows[0][1])} seeds "
-                        f"(thick) and each seed", fill=(0, 0, 0))
-    for k, (name, curves, image) in enumerate(rows):
+                        f"square-root scale) over frames 2-16, {seeds}; dashed: the real clips'", fill=(0, 0, 0))
+    real_curve = rows[0][1][0]
+    for k, (name, curves, image, covered) in enumerate(rows):
         top = 24 + k * row_h
-        colour = COLOURS[k % len(COLOURS)]
+        colour = (0, 0, 0) if covered is None else COLOURS[(k - 1) % len(COLOURS)]
         draw.text((PAD, top + PAD), name, fill=colour)
         late = statistics.mean(statistics.mean(c[2:]) for c in curves)
         early = statistics.mean(statistics.mean(c[:2]) for c in curves)
         draw.text((PAD, top + PAD + 16), f"frames 2-3: {early:.1f}", fill=(0, 0, 0))
         draw.text((PAD, top + PAD + 30), f"frames 4-16: {late:.1f}", fill=(0, 0, 0))
+        if covered is not None:
+            draw.text((PAD, top + PAD + 44), f"modes: {covered:.1f} of 128", fill=(0, 0, 0))
         canvas.paste(image, (LABEL_W, top + PAD))
         x0 = LABEL_W + image.width + 2 * PAD
-        draw_curves(draw, (x0, top + PAD, x0 + PLOT_W, top + row_h - PAD - 14), curves, y_max,
-                    colour)
+        box = (x0, top + PAD, x0 + PLOT_W, top + row_h - PAD - 14)
+        draw_curves(draw, box, curves, y_max, colour)
+        draw_dashed(draw, box, real_curve, y_max)
     return canvas
+
+
+def draw_dashed(draw: ImageDraw.ImageDraw, box, curve, y_max: float) -> None:
+    """``curve`` in ``box`` as a dashed grey line: the reference each row is read against."""
+    x0, y0, x1, y1 = box
+    n = len(curve)
+    points = [(x0 + (x1 - x0) * i / max(n - 1, 1), y1 - (y1 - y0) * height(v, y_max))
+              for i, v in enumerate(curve)]
+    for (xa, ya), (xb, yb) in zip(points, points[1:]):
+        for f in range(0, 10, 2):  # 5 dashes per segment
+            draw.line([(xa + (xb - xa) * f / 10, ya + (yb - ya) * f / 10),
+                       (xa + (xb - xa) * (f + 1) / 10, ya + (yb - ya) * (f + 1) / 10)],
+                      fill=(90, 90, 90), width=2)
 
 
 def main(argv=None) -> None:

@@ -235,3 +235,22 @@ def test_evaluate_cli_scores_a_checkpoint_and_real_clips(tmp_path, modes_root, c
     for name, k in FACTORS:  # every factor reads, and 128 draws show all its values
         assert scores[f"modes_{name}_read"]["mean"] >= 0.99
         assert scores[f"modes_{name}_covered"]["mean"] == k
+
+
+def test_clip_motion_reads_spread_and_change_as_defined():
+    """bench_modes' motion read: the std across clips per pixel and the mean absolute change
+    from the previous frame, split at frame 3; and the real clips' reference is small motion."""
+    from benchmarks.bench_modes import clip_motion, real_motion
+    t = torch.arange(16, dtype=torch.float64)
+    ramp = (3.0 * t).view(1, 1, 16, 1, 1).expand(2, 3, 16, 4, 4).clone()
+    ramp[:, :, 3:] = ramp[:, :, 3:3 + 1]  # frames 4-16 hold frame 4: no change after it
+    ramp[1] += 10.0  # the second clip 10 grey levels above the first everywhere
+    stats = clip_motion(ramp)
+    std_of_pair = 10.0 / math.sqrt(2)  # unbiased std of {x, x + 10}
+    assert stats["spread_early"] == pytest.approx(std_of_pair)
+    assert stats["spread_late"] == pytest.approx(std_of_pair)
+    assert stats["change_early"] == pytest.approx(3.0)  # frames 2-3 change by 3
+    assert stats["change_late"] == pytest.approx(3.0 / 13)  # frame 4 by 3, then 0
+    assert len(stats["change_curve"]) == 15 and len(stats["spread_curve"]) == 16
+    real = real_motion("modes_st4", n=32)
+    assert 0.5 < real["change_late"] < 5.0 < real["spread_late"]  # objects move a pixel or two
