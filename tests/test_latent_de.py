@@ -286,6 +286,11 @@ def test_keep_best_keeps_the_best_scored_state(tmp_path, synthetic_root):
     assert all(p.name != "best.pt" for p in list_checkpoints(run))  # never what --resume picks
     resumed = Trainer(tiny_config(*common, "train.iterations=6"), resume=True)
     assert resumed.step == 4 and resumed.best == best["best"]
+    resumed.run()  # the log keeps what was logged up to the checkpoint's step, that step too
+    events = EventAccumulator(str(run / "tb")).Reload()
+    after = {e.step: e.value for e in events.Scalars("eval/synthetic_motion_ratio")}
+    assert sorted(after) == [1, 2, 3, 4, 5, 6]
+    assert all(after[s] == scores[s] for s in scores)
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -31,8 +31,10 @@ Writer = Union[SummaryWriter, NullWriter]
 
 def open_writer(out_dir: Path, step: int, main: bool) -> Writer:
     """The run's TensorBoard log (``<out_dir>/tb``) on rank 0, events after ``step`` dropped
-    (a resumed run overwrites what its crashed predecessor logged past the checkpoint)."""
-    return SummaryWriter(str(out_dir / "tb"), purge_step=step) if main else NullWriter()
+    (a resumed run overwrites what its crashed predecessor logged past the checkpoint). The
+    checkpoint of ``step`` is written after that step's logs and scores, so those stay:
+    TensorBoard purges from ``purge_step`` on, hence ``step + 1``."""
+    return SummaryWriter(str(out_dir / "tb"), purge_step=step + 1) if main else NullWriter()
 
 
 def phase_scalars(result: PhaseResult) -> Dict[str, torch.Tensor]:
