@@ -85,8 +85,9 @@ class DEConfig:
     step_size: float = 0.0  # ODE solver step; 0 = one step per frame interval (the authors')
     sde_dt: float = 0.025  # Euler-Maruyama step of the SDE (the authors': 2.5e-2)
     # Gradients by the adjoint method (the authors') or by back-propagating through the
-    # solver (same gradients up to the solver's error; 1.2-3.9x faster at 16 frames on a
-    # CPU for every shipped config, docs/BENCHMARKS.md, "Latent ODE and SDE: adjoint or not")
+    # solver: 1.2-3.9x faster at 16 frames on a CPU for every shipped config, and for an ODE
+    # the same gradients up to the solver's error; for the SDE under Euler-Maruyama not (the
+    # paper's SDE configs set true; docs/BENCHMARKS.md, "Latent ODE and SDE: adjoint or not")
     adjoint: bool = False
 
 
