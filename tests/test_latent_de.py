@@ -306,32 +306,70 @@ def test_shipped_sde_configs_train_and_resume_bitwise(tmp_path, root32, name):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_keep_best_keeps_the_best_scored_state(tmp_path, synthetic_root):
+def test_keep_best_keeps_the_best_scored_state(tmp_path, synthetic_root, c3d_pt, capsys):
     """eval.keep_best: checkpoints/best.pt holds the state of the best in-training score so
-    far, and a resumed run keeps comparing against it."""
+    far (IS of a random-weight C3D: it varies from step to step); a resumed run keeps
+    comparing against it, or against best.pt's when that is better."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from vidgan.checkpoint import list_checkpoints, load_checkpoint
     run = tmp_path / "run"
-    common = [f"data.root={synthetic_root}", f"train.out_dir={run}", "eval.sample_interval=0",
-              "eval.metrics=[synthetic]", "eval.interval=1", "eval.n_samples=8",
-              "eval.batch_size=8", "eval.keep_best=synthetic_motion_ratio"]
-    Trainer(tiny_config(*common, "train.iterations=4")).run()
+    common = [f"data.root={synthetic_root}", "eval.sample_interval=0", "eval.metrics=[is]",
+              f"eval.c3d_weights={c3d_pt}", "eval.interval=1", "eval.n_samples=2",
+              "eval.batch_size=2", "eval.keep_best=is", "train.checkpoint_interval=1",
+              "train.keep_checkpoints=10"]
+    Trainer(tiny_config(*common, f"train.out_dir={run}", "train.iterations=3")).run()
     events = EventAccumulator(str(run / "tb")).Reload()
-    scores = {e.step: e.value for e in events.Scalars("eval/synthetic_motion_ratio")}
-    assert sorted(scores) == [1, 2, 3, 4]
-    step = max(sorted(scores), key=lambda s: scores[s])  # the first of the best
+    scores = {e.step: e.value for e in events.Scalars("eval/is")}
+    assert sorted(scores) == [1, 2, 3] and len(set(scores.values())) == 3
+    step = max(sorted(scores), key=lambda s: scores[s])
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert best["step"] == step and best["best"]["step"] == step
     assert best["best"]["value"] == pytest.approx(scores[step], rel=1e-6)
     assert all(p.name != "best.pt" for p in list_checkpoints(run))  # never what --resume picks
-    resumed = Trainer(tiny_config(*common, "train.iterations=6"), resume=True)
-    assert resumed.step == 4 and resumed.best == best["best"]
+    # best.pt's record wins over the resumed checkpoint's when it is better (a run resumed
+    # from an older checkpoint), not when it is worse
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    for shift, expected in ((+1.0, "best.pt"), (-1.0, "checkpoint")):
+        record = {**best["best"], "value": best["best"]["value"] + shift}
+        torch.save({**state, "best": record}, run / "checkpoints" / "best.pt")
+        again = Trainer(tiny_config(*common, f"train.out_dir={run}", "train.iterations=4"),
+                        resume=True)
+        assert again.best == (record if expected == "best.pt" else best["best"]), expected
+        again.close()
+    torch.save(state, run / "checkpoints" / "best.pt")
+    resumed = Trainer(tiny_config(*common, f"train.out_dir={run}", "train.iterations=4"),
+                      resume=True)
+    assert resumed.step == 3 and resumed.best == best["best"]
     resumed.run()  # the log keeps what was logged up to the checkpoint's step, that step too
     events = EventAccumulator(str(run / "tb")).Reload()
-    after = {e.step: e.value for e in events.Scalars("eval/synthetic_motion_ratio")}
-    assert sorted(after) == [1, 2, 3, 4, 5, 6]
+    after = {e.step: e.value for e in events.Scalars("eval/is")}
+    assert sorted(after) == [1, 2, 3, 4]
     assert all(after[s] == scores[s] for s in scores)
+    # without the C3D weights IS is off, and the warning says no best.pt will be kept
+    capsys.readouterr()
+    Trainer(tiny_config(*common[:3], *common[4:], f"train.out_dir={tmp_path / 'none'}"))
+    assert "eval.keep_best=is keeps no best.pt" in capsys.readouterr().out
+
+
+def test_which_way_each_score_improves():
+    """keep_best's comparison: distances, KLs and the shares of clips turned away are
+    better lower; a ratio to the data's value nearer 1 (in log space); the rest higher;
+    a class share or a spread across repeats cannot be kept."""
+    from vidgan.config import score_order
+    from vidgan.train.outputs import is_better
+    for name in ("fid", "fvd2048_16f", "kvd", "modes_kl", "modes_shape_kl", "synthetic_kl",
+                 "modes_invalid_still"):
+        assert score_order(name) == "lower" and is_better(name, 1.0, 2.0), name
+    for name in ("is", "modes_covered", "modes_valid", "modes_direction_read"):
+        assert score_order(name) == "higher" and is_better(name, 2.0, 1.0), name
+    assert is_better("synthetic_motion_ratio", 0.6, 2.0)  # |log 0.6| < |log 2|
+    assert not is_better("synthetic_motion_ratio", 0.4, 2.0)
+    assert not is_better("synthetic_motion_ratio", 0.0, 2.0)
+    for name in ("synthetic_share_disc_vertical", "is_std"):
+        assert score_order(name) is None
+        with pytest.raises(ConfigError, match="no better direction"):
+            load_config("demo", [f"eval.keep_best={name}", "eval.metrics=[synthetic,is]"])
 
 
 @pytest.mark.parametrize("override,needle", [

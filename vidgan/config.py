@@ -600,6 +600,21 @@ def validate(cfg: Config) -> None:
                           "loss.combine=mean (as the official code does) or subsample_batch=false")
 
 
+def score_order(name: str) -> Optional[str]:
+    """Which way score ``name`` improves: "lower" (Fréchet distances, KVD, every KL against
+    the uniform distribution, the modes classifier's shares of clips turned away), "one"
+    (a ratio to the real data's value: nearer 1 is better), None (a share of one class or a
+    spread across repeats: no better direction), else "higher" (IS, modes covered, ...).
+    Here rather than beside the metrics so that config validation needs no metric import."""
+    if name.startswith(("fid", "fvd", "kvd", "modes_invalid_")) or name.endswith("_kl"):
+        return "lower"
+    if name.endswith("_ratio"):
+        return "one"
+    if name.startswith("synthetic_share_") or name.endswith("_std"):
+        return None
+    return "higher"
+
+
 def _validate_keep_best(ev: EvalConfig) -> None:
     name = ev.keep_best
     if not name:
@@ -607,6 +622,10 @@ def _validate_keep_best(ev: EvalConfig) -> None:
     if not any(name == m or name.startswith(f"{m}_") for m in ev.metrics):
         raise ConfigError(f"eval.keep_best='{name}': not a score of eval.metrics="
                           f"{list(ev.metrics)} (e.g. is, fid, modes_covered)")
+    if score_order(name) is None:
+        raise ConfigError(f"eval.keep_best='{name}': this score has no better direction (a "
+                          f"class share or a spread); name one that does (e.g. is, fid, "
+                          f"modes_covered)")
     if ev.interval == 0:
         raise ConfigError(f"eval.keep_best='{name}': needs the in-training evaluation; set "
                           f"eval.interval > 0")

@@ -147,9 +147,12 @@ class Trainer(TrainingStep, RunOutputs):
                 continue
             if not weights:
                 mean = " (and eval.c3d_mean for the release npz)" if name == "c3d" else ""
+                best = ev.keep_best
+                no_best = (f", and eval.keep_best={best} keeps no best.pt" if best and any(
+                    best == m or best.startswith(f"{m}_") for m in wanted) else "")
                 tqdm.write(f"warning: eval.{name}_weights is not set, so the in-training "
-                           f"{name.upper()} scores ({', '.join(wanted)}) are off; set "
-                           f"eval.{name}_weights{mean} to log them every eval.interval "
+                           f"{name.upper()} scores ({', '.join(wanted)}) are off{no_best}; "
+                           f"set eval.{name}_weights{mean} to log them every eval.interval "
                            "iterations")
                 continue
             from vidgan.metrics.evaluation import load_classifier
@@ -196,7 +199,7 @@ class Trainer(TrainingStep, RunOutputs):
         self.opt_D.load_state_dict(state["opt_D"])
         self.step = state["step"]
         self.nonfinite_total = state.get("nonfinite_total", 0)
-        self.best = state.get("best")
+        self.best = self.best_to_resume(state.get("best"))
         skips = state.get("data_skips", {})
         self.skipped_clips = skips.get("skipped_clips", 0)
         self.bad_files = dict(skips.get("bad_files", {}))

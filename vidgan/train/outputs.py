@@ -2,6 +2,7 @@
 and the in-training evaluation of the EMA generator (tgan2 §5)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -9,7 +10,8 @@ import torch
 from tqdm import tqdm
 
 from vidgan import distributed
-from vidgan.checkpoint import BEST_NAME, save_checkpoint
+from vidgan.checkpoint import BEST_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from vidgan.config import score_order
 from vidgan.train.logs import Writer, add_gif
 from vidgan.video_io import make_grid, to_uint8, write_mp4
 
@@ -72,6 +74,31 @@ class RunOutputs:
                                                      for k, v in scores.items()))
         return scores
 
+    def best_to_resume(self, restored: Optional[Dict]) -> Optional[Dict]:
+        """The best record a resumed run compares against: the checkpoint's, or best.pt's
+        when that one is better. A run resumed from a checkpoint older than best.pt (its
+        newest was damaged, or --resume-from) replays the steps after it, on a GPU not
+        bitwise: it must not overwrite a better best.pt. A record of another metric than
+        eval.keep_best names now is no comparison."""
+        name = self.cfg.eval.keep_best
+        if not name:
+            return restored
+        if restored is not None and restored.get("metric") != name:
+            restored = None
+        path = self.out_dir / "checkpoints" / BEST_NAME
+        if not path.is_file():
+            return restored
+        try:
+            on_disk = load_checkpoint(path).get("best")
+        except (CheckpointError, OSError) as err:
+            tqdm.write(f"warning: {err}; the best so far is the resumed checkpoint's")
+            return restored
+        if on_disk is None or on_disk.get("metric") != name:
+            return restored
+        if restored is None or is_better(name, on_disk["value"], restored["value"]):
+            return on_disk
+        return restored
+
     def keep_best(self, scores: Dict[str, float]) -> Optional[Path]:
         """eval.keep_best: when the in-training score named there beats every earlier one,
         the run's state goes to checkpoints/best.pt (with ``best``: metric, value, step).
@@ -96,11 +123,12 @@ class RunOutputs:
         return path
 
 
-# Scores where lower is better (Fréchet distances, KVD, the modes KL); every other is higher.
-LOWER_IS_BETTER = ("fid", "fvd", "kvd", "modes_kl")
-
-
 def is_better(name: str, value: float, best: float) -> bool:
-    """Whether score ``name`` = ``value`` beats ``best``."""
-    lower = name.startswith(LOWER_IS_BETTER)
-    return value < best if lower else value > best
+    """Whether score ``name`` = ``value`` beats ``best`` (``score_order``: lower, higher, or a
+    ratio nearer 1, compared in log space so that 2 and 1/2 are as far from 1)."""
+    order = score_order(name)
+    if order == "lower":
+        return value < best
+    if order == "one":
+        return value > 0 and (best <= 0 or abs(math.log(value)) < abs(math.log(best)))
+    return value > best
