@@ -142,6 +142,17 @@ def test_the_adjoint_gives_the_same_clip_and_for_an_ode_the_same_gradients():
     assert gaps[1] < gaps[0] / 4 and gaps[1] < 0.01, gaps
 
 
+def test_a_latent_of_the_wrong_width_is_a_clear_error():
+    """MoCoGAN with an ODE takes [z_C | z_m] for any clip length, and nothing wider."""
+    G = build_generator(load_config("demo_mocogan", ["model.latent_de=ode",
+                                                     "model.n_classes=0"])).eval()
+    z = G.sample_z(2, torch.Generator().manual_seed(0))
+    assert G(z, n_frames=2 * G.n_frames).shape[2] == 2 * G.n_frames
+    with pytest.raises(ValueError, match=rf"latent of width {z.shape[1] + 1}, expected "
+                                         rf"{z.shape[1]}"):
+        G(torch.cat([z, z[:, :1]], dim=1))
+
+
 def test_brownian_increments_are_seeded_and_have_variance_dt():
     de = LatentDE("sde", (4,), 16, sde_dt=0.025)
     draw = lambda seed, n=16: de.sample_noise(4096, n, torch.Generator().manual_seed(seed), "cpu")

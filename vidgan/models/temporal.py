@@ -32,9 +32,12 @@ def uniform_latent(batch_size: int, dim: int, generator: Optional[torch.Generato
 
 def check_frames_held(z: torch.Tensor, width: int, held: int, n_frames: int, what: str) -> None:
     """A latent must hold per-step noise for at least ``n_frames`` frames."""
-    if held < n_frames or z.shape[1] != width:
+    if held < n_frames:
         raise ValueError(f"{what} latent of width {z.shape[1]} holds noise for {held} frames, "
                          f"{n_frames} asked; draw it with G.sample_z(batch, n_frames={n_frames})")
+    if z.shape[1] != width:
+        raise ValueError(f"{what} latent of width {z.shape[1]}, expected {width}; draw it "
+                         f"with G.sample_z(batch, n_frames={n_frames})")
 
 
 class KeyAfterNoise:
@@ -259,7 +262,8 @@ class MoCoGANTemporalGenerator(nn.Module):
                 label: Optional[torch.Tensor] = None) -> torch.Tensor:
         # z: (B, dC + dM * (1 + N)), N >= n_frames -> (B, C, T, h0, w0)
         held = self.frames_held(z)
-        width = z.shape[1] if held == 2 ** 31 else self.latent_dim(held)
+        # an ODE's latent is [z_C | z_m] for any length: its width is that of n_frames
+        width = self.latent_dim(n_frames if held == 2 ** 31 else held)
         check_frames_held(z, width, held, n_frames, "MoCoGAN")
         content, motion = self.split(z)
         codes = self.motion_codes(motion, n_frames)  # (B, T, dM)
