@@ -235,8 +235,10 @@ def test_shipped_configs_have_the_authors_parameter_counts(name, temporal, field
     assert _n(dyn.field) == field
     if temporal is not None:
         assert _n(G.temporal) == temporal
-    if "mocogan" in name:
-        gru = nn.GRUCell(16, 16)
+    else:  # no FCN (and no encoder): f is all of the dynamics
+        assert _n(dyn) == field
+    if "mocogan" in name:  # the GRU it replaces, on the same 16-d motion code
+        gru = build_generator(load_config("ucf101_mocogan", ["model.motion_dim=16"])).temporal.gru
         assert _n(gru) == 1_632 and not hasattr(G.temporal, "gru")
     if name == "ucf101_st4_ode":  # the ConvLSTM it replaces
         assert _n(build_generator(load_config("ucf101_st4")).temporal.cells) == 75_501_568
