@@ -111,8 +111,7 @@ def render(bench: Path, configs: list, iterations: int, clips: int) -> Image.Ima
     width = LABEL_W + max(image.width for _, _, image, _ in rows) + PLOT_W + 4 * PAD + RIGHT
     canvas = Image.new("RGB", (width, row_h * len(rows) + 24), (255, 255, 255))
     draw = ImageDraw.Draw(canvas, "RGBA")
-    n_seeds = len(rows[1][1])
-    seeds = f"mean of {n_seeds} seeds (thick) and each seed" if n_seeds > 1 else "one seed"
+    seeds = "mean over the seeds (thick) and each seed"
     draw.text((PAD, 6), f"{iterations} iterations; right: change per frame (grey levels, "
                         f"square-root scale) over frames 2-16, {seeds}; dashed: the real clips'", fill=(0, 0, 0))
     real_curve = rows[0][1][0]
@@ -126,6 +125,8 @@ def render(bench: Path, configs: list, iterations: int, clips: int) -> Image.Ima
         draw.text((PAD, top + PAD + 30), f"frames 4-16: {late:.1f}", fill=(0, 0, 0))
         if covered is not None:
             draw.text((PAD, top + PAD + 44), f"modes: {covered:.1f} of 128", fill=(0, 0, 0))
+            draw.text((PAD, top + PAD + 58), f"{len(curves)} seed{'s' * (len(curves) > 1)}",
+                      fill=(0, 0, 0))
         canvas.paste(image, (LABEL_W, top + PAD))
         x0 = LABEL_W + image.width + 2 * PAD
         box = (x0, top + PAD, x0 + PLOT_W, top + row_h - PAD - 14)
