@@ -97,18 +97,24 @@ def latent_spread(checkpoint: Path, n: int = 16, seed: int = 123, early: int = 3
     return clip_motion((G(z) + 1) * 127.5, early)
 
 
-def real_motion(config: str, n: int = 256) -> dict:
-    """``clip_motion`` of ``n`` clips of the modes dataset (random modes), rendered at the
-    config's resolution and length: the reference a generator's numbers are read against (a
-    real clip's object moves by 1-2 px per frame, so its change per frame is small)."""
+def real_clips(config: str, n: int, seed: int = 0) -> torch.Tensor:
+    """(n, T, H, W, 3) uint8 clips of the modes dataset (random modes, drawn with ``seed``),
+    rendered at the config's resolution and length."""
     import numpy as np
     from vidgan.config import load_config
     from vidgan.data.modes import N_MODES, render_clip
     cfg = load_config(config)
-    rng = np.random.default_rng(0)
-    clips = np.stack([render_clip(int(m), cfg.model.n_frames, cfg.model.resolution, rng)
-                      for m in rng.integers(0, N_MODES, n)])  # (n, T, H, W, 3)
-    return clip_motion(torch.from_numpy(clips).float().permute(0, 4, 1, 2, 3))
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.stack([
+        render_clip(int(m), cfg.model.n_frames, cfg.model.resolution, rng)
+        for m in rng.integers(0, N_MODES, n)]))
+
+
+def real_motion(config: str, n: int = 256) -> dict:
+    """``clip_motion`` of ``n`` ``real_clips``: the reference a generator's numbers are read
+    against (a real clip's object moves by 1-2 px per frame, so its change per frame is
+    small)."""
+    return clip_motion(real_clips(config, n).float().permute(0, 4, 1, 2, 3))
 
 
 def _top_reason(rows: list) -> str:

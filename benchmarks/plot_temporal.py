@@ -54,25 +54,30 @@ def height(v: float, y_max: float) -> float:
     return min(max(v, 0.0) / y_max, 1.0) ** 0.5
 
 
+def curve_points(box, curve, y_max: float) -> list:
+    """``curve``'s values as points in ``box`` (x0, y0, x1, y1), evenly spread over x."""
+    x0, y0, x1, y1 = box
+    n = len(curve)
+    return [(x0 + (x1 - x0) * i / max(n - 1, 1), y1 - (y1 - y0) * height(v, y_max))
+            for i, v in enumerate(curve)]
+
+
 def draw_curves(draw: ImageDraw.ImageDraw, box, curves, y_max: float, colour) -> None:
     """Change per frame over t = 2..T in ``box`` (x0, y0, x1, y1): thin per seed, thick mean."""
     x0, y0, x1, y1 = box
     draw.rectangle(box, outline=(0, 0, 0))
     n = len(curves[0])
-
-    def point(i, v):
-        return (x0 + (x1 - x0) * i / max(n - 1, 1), y1 - (y1 - y0) * height(v, y_max))
     for level in (1, 2, 5, 10, 20, 40):  # grid lines, labelled on the right
         if level < y_max:
             y = y1 - (y1 - y0) * height(level, y_max)
             draw.line([(x0, y), (x1, y)], fill=(225, 225, 225))
             draw.text((x1 + 3, y - 6), str(level), fill=(120, 120, 120))
     for curve in curves:
-        draw.line([point(i, v) for i, v in enumerate(curve)], fill=colour + (90,), width=1)
+        draw.line(curve_points(box, curve, y_max), fill=colour + (90,), width=1)
     mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
-    draw.line([point(i, v) for i, v in enumerate(mean)], fill=colour, width=3)
+    draw.line(curve_points(box, mean, y_max), fill=colour, width=3)
     for frame in (3, 8, 16):  # ticks at frames 3, 8, 16 (the curve starts at frame 2)
-        x = point(frame - 2, 0)[0]
+        x = x0 + (x1 - x0) * (frame - 2) / max(n - 1, 1)
         draw.line([(x, y1), (x, y1 + 4)], fill=(0, 0, 0))
         draw.text((x - 4, y1 + 5), str(frame), fill=(0, 0, 0))
 
@@ -80,16 +85,9 @@ def draw_curves(draw: ImageDraw.ImageDraw, box, curves, y_max: float, colour) ->
 def real_row(config: str, clips: int, runs: int):
     """The dataset's own clips as the figure's first row: frames of ``clips`` real clips and
     their change curve (drawn as flat across the seeds, ``runs`` copies of one curve)."""
-    import numpy as np
-    from benchmarks.bench_modes import real_motion
-    from vidgan.config import load_config
-    from vidgan.data.modes import N_MODES, render_clip
-    cfg = load_config(config)
-    rng = np.random.default_rng(123)
-    frames = np.stack([render_clip(int(m), cfg.model.n_frames, cfg.model.resolution, rng)
-                       for m in rng.integers(0, N_MODES, clips)])
+    from benchmarks.bench_modes import real_clips, real_motion
     curve = real_motion(config)["change_curve"]
-    return "real clips", [curve] * runs, strip(torch.from_numpy(frames)), None
+    return "real clips", [curve] * runs, strip(real_clips(config, clips, seed=123)), None
 
 
 def render(bench: Path, configs: list, iterations: int, clips: int) -> Image.Image:
@@ -111,9 +109,9 @@ def render(bench: Path, configs: list, iterations: int, clips: int) -> Image.Ima
     width = LABEL_W + max(image.width for _, _, image, _ in rows) + PLOT_W + 4 * PAD + RIGHT
     canvas = Image.new("RGB", (width, row_h * len(rows) + 24), (255, 255, 255))
     draw = ImageDraw.Draw(canvas, "RGBA")
-    seeds = "mean over the seeds (thick) and each seed"
     draw.text((PAD, 6), f"{iterations} iterations; right: change per frame (grey levels, "
-                        f"square-root scale) over frames 2-16, {seeds}; dashed: the real clips'", fill=(0, 0, 0))
+                        "square-root scale) over frames 2-16, mean over the seeds (thick) and "
+                        "each seed; dashed: the real clips'", fill=(0, 0, 0))
     real_curve = rows[0][1][0]
     for k, (name, curves, image, covered) in enumerate(rows):
         top = 24 + k * row_h
@@ -137,10 +135,7 @@ def render(bench: Path, configs: list, iterations: int, clips: int) -> Image.Ima
 
 def draw_dashed(draw: ImageDraw.ImageDraw, box, curve, y_max: float) -> None:
     """``curve`` in ``box`` as a dashed grey line: the reference each row is read against."""
-    x0, y0, x1, y1 = box
-    n = len(curve)
-    points = [(x0 + (x1 - x0) * i / max(n - 1, 1), y1 - (y1 - y0) * height(v, y_max))
-              for i, v in enumerate(curve)]
+    points = curve_points(box, curve, y_max)
     for (xa, ya), (xb, yb) in zip(points, points[1:]):
         for f in range(0, 10, 2):  # 5 dashes per segment
             draw.line([(xa + (xb - xa) * f / 10, ya + (yb - ya) * f / 10),

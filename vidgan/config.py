@@ -615,11 +615,17 @@ def score_order(name: str) -> Optional[str]:
     return "higher"
 
 
+def score_of(name: str, metrics) -> bool:
+    """Whether score ``name`` is one that a metric in ``metrics`` reports (``is`` reports
+    ``is``, ``modes`` reports ``modes_covered``, ...)."""
+    return any(name == m or name.startswith(f"{m}_") for m in metrics)
+
+
 def _validate_keep_best(ev: EvalConfig) -> None:
     name = ev.keep_best
     if not name:
         return
-    if not any(name == m or name.startswith(f"{m}_") for m in ev.metrics):
+    if not score_of(name, ev.metrics):
         raise ConfigError(f"eval.keep_best='{name}': not a score of eval.metrics="
                           f"{list(ev.metrics)} (e.g. is, fid, modes_covered)")
     if score_order(name) is None:

@@ -17,7 +17,7 @@ from vidgan import distributed, signals
 from vidgan.checkpoint import (checkpoint_path, checkpoint_step, load_checkpoint, rng_state,
                                save_checkpoint, set_rng_state)
 from vidgan.config import (BEHAVIOUR_ONLY_MODEL_KEYS, Config, ConfigError, ModelConfig,
-                           changed_settings, config_from_dict, parent_dict, to_dict)
+                           changed_settings, config_from_dict, parent_dict, score_of, to_dict)
 from vidgan.data import DataError, build_dataset, build_loader, summarize_excluded
 from vidgan.device import resolve_device
 from vidgan.metrics.registry import check_metric_names, classifiers_needed
@@ -148,8 +148,8 @@ class Trainer(TrainingStep, RunOutputs):
             if not weights:
                 mean = " (and eval.c3d_mean for the release npz)" if name == "c3d" else ""
                 best = ev.keep_best
-                no_best = (f", and eval.keep_best={best} keeps no best.pt" if best and any(
-                    best == m or best.startswith(f"{m}_") for m in wanted) else "")
+                no_best = (f", and eval.keep_best={best} keeps no best.pt"
+                           if best and score_of(best, wanted) else "")
                 tqdm.write(f"warning: eval.{name}_weights is not set, so the in-training "
                            f"{name.upper()} scores ({', '.join(wanted)}) are off{no_best}; "
                            f"set eval.{name}_weights{mean} to log them every eval.interval "
